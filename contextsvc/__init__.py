@@ -1,0 +1,33 @@
+"""contextsvc: a self-hostable Context Services REST API (services, states, tasks)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from flask import Flask
+
+__version__ = "0.1.0"
+
+BASE_PATHS = ("/genesys/1/cs", "")
+
+
+def create_app(test_config: Mapping[str, Mapping[str, Any]] | None = None) -> Flask:
+    """Build the WSGI app. ``test_config`` overrides settings: ``{section: {key: value}}``."""
+    from . import config, errors, services, states, tasks
+    from .web import StoreHolder
+
+    settings = config.load(test_config)
+    app = Flask(__name__)
+    app.config["CONTEXTSVC"] = settings
+    app.config["MAX_CONTENT_LENGTH"] = settings["limits"]["max_body_bytes"]
+    app.json.sort_keys = False  # the representation's field order is part of its readability
+    errors.register(app)
+    for bp in (services.bp, states.bp, tasks.bp):
+        for base in BASE_PATHS:
+            app.register_blueprint(bp, url_prefix=base or None,
+                                   name=bp.name if base else f"{bp.name}_root")
+    holder = StoreHolder(settings)
+    app.extensions["contextsvc"] = holder
+    holder.get()  # open (and check) the store now: a damaged file stops the start
+    return app

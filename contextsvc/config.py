@@ -1,0 +1,103 @@
+"""Settings: built-in defaults, then the INI file named by ``CONTEXTSVC_CONFIG``,
+then ``CONTEXTSVC_<SECTION>_<KEY>`` environment variables, then ``test_config``.
+
+``config.example.ini`` documents every key.
+"""
+
+from __future__ import annotations
+
+import configparser
+import os
+from collections.abc import Mapping
+from typing import Any
+
+# section -> key -> (default, type)
+SCHEMA: dict[str, dict[str, tuple[Any, type]]] = {
+    "storage": {
+        "path": (os.path.join("data", "contextsvc.json"), str),
+        "engine": ("file", str),
+        "fsync": (True, bool),
+        "lock_timeout": (10.0, float),
+        "compact_min_bytes": (16 * 1024 * 1024, int),
+        "compact_ratio": (2.0, float),
+    },
+    "limits": {
+        "max_body_bytes": (1024 * 1024, int),
+        "max_depth": (32, int),
+        "max_keys": (1000, int),
+        "max_key_length": (256, int),
+        "max_string_length": (65536, int),
+    },
+}
+
+ENGINES = ("file", "memory")
+
+
+class ConfigError(Exception):
+    """A configuration value cannot be used."""
+
+
+def _convert(section: str, key: str, raw: Any, kind: type) -> Any:
+    if kind is bool:
+        if isinstance(raw, bool):
+            return raw
+        text = str(raw).strip().lower()
+        if text in ("1", "true", "yes", "on"):
+            return True
+        if text in ("0", "false", "no", "off"):
+            return False
+        raise ConfigError(f"[{section}] {key}: expected true or false, got {raw!r}")
+    try:
+        value = kind(raw)
+    except (TypeError, ValueError):
+        raise ConfigError(f"[{section}] {key}: expected {kind.__name__}, got {raw!r}") from None
+    if kind in (int, float) and value <= 0:
+        raise ConfigError(f"[{section}] {key}: must be positive, got {raw!r}")
+    return value
+
+
+def load(test_config: Mapping[str, Mapping[str, Any]] | None = None,
+         environ: Mapping[str, str] | None = None) -> dict[str, dict[str, Any]]:
+    """Return the settings as ``{section: {key: value}}``."""
+    environ = os.environ if environ is None else environ
+    layers: list[tuple[str, Mapping[str, Mapping[str, Any]]]] = []
+
+    ini_path = environ.get("CONTEXTSVC_CONFIG")
+    if ini_path:
+        parser = configparser.ConfigParser()
+        try:
+            with open(ini_path, encoding="utf-8") as handle:
+                parser.read_file(handle)
+        except OSError as exc:
+            raise ConfigError(f"cannot read CONTEXTSVC_CONFIG={ini_path}: {exc.strerror}") from None
+        except configparser.Error as exc:
+            raise ConfigError(f"cannot parse {ini_path}: {exc}") from None
+        for section in parser.sections():
+            if section not in SCHEMA:
+                raise ConfigError(f"{ini_path}: unknown section [{section}]")
+            for key in parser[section]:
+                if key not in SCHEMA[section]:
+                    raise ConfigError(f"{ini_path}: unknown key {key!r} in [{section}]")
+        layers.append(("ini", {s: dict(parser[s]) for s in parser.sections()}))
+
+    env_layer: dict[str, dict[str, str]] = {}
+    for section, keys in SCHEMA.items():
+        for key in keys:
+            name = f"CONTEXTSVC_{section.upper()}_{key.upper()}"
+            if name in environ:
+                env_layer.setdefault(section, {})[key] = environ[name]
+    layers.append(("env", env_layer))
+    if test_config:
+        layers.append(("test", test_config))
+
+    settings = {s: {k: default for k, (default, _) in keys.items()} for s, keys in SCHEMA.items()}
+    for _, layer in layers:
+        for section, values in layer.items():
+            for key, raw in values.items():
+                if section not in SCHEMA or key not in SCHEMA[section]:
+                    raise ConfigError(f"unknown setting [{section}] {key}")
+                settings[section][key] = _convert(section, key, raw, SCHEMA[section][key][1])
+    if settings["storage"]["engine"] not in ENGINES:
+        raise ConfigError(f"[storage] engine: one of {', '.join(ENGINES)}")
+    settings["storage"]["path"] = os.path.abspath(settings["storage"]["path"])
+    return settings

@@ -1,0 +1,112 @@
+"""Reading request bodies as JSON, strictly.
+
+``request.get_json()`` is not used: it renders its own 400/415 errors, accepts
+``NaN``/``Infinity`` and overflowing literals such as ``1e999``, and lets deeply
+nested input raise ``RecursionError``. Everything here raises :class:`Invalid`
+(400), 413 or 415 in the contract's shape instead.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+from .errors import ContextError, Invalid
+
+ABSENT = object()
+
+
+class PayloadTooLarge(ContextError):
+    status = 413
+    exception = "PayloadTooLarge"
+
+
+class UnsupportedMediaType(ContextError):
+    status = 415
+    exception = "UnsupportedMediaType"
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"number {text[:40]} is not finite")
+    return value
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _is_json_type(mimetype: str) -> bool:
+    mimetype = mimetype.lower()
+    return mimetype == "application/json" or (
+        mimetype.startswith("application/") and mimetype.endswith("+json"))
+
+
+def check_limits(value: Any, limits: dict[str, int]) -> None:
+    """Walk a parsed value without recursion and enforce the configured limits."""
+    max_depth = limits["max_depth"]
+    max_keys = limits["max_keys"]
+    max_key = limits["max_key_length"]
+    max_str = limits["max_string_length"]
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            if depth > max_depth:
+                raise Invalid(f"JSON nesting deeper than {max_depth} levels",
+                              {"_body": [f"nesting deeper than {max_depth}"]})
+            if len(item) > max_keys:
+                raise Invalid(f"an object has more than {max_keys} keys",
+                              {"_body": [f"more than {max_keys} keys in one object"]})
+            for key, sub in item.items():
+                if len(key) > max_key:
+                    raise Invalid(f"a key is longer than {max_key} characters",
+                                  {"_body": [f"key longer than {max_key}: {key[:40]}…"]})
+                stack.append((sub, depth + 1))
+        elif isinstance(item, list):
+            if depth > max_depth:
+                raise Invalid(f"JSON nesting deeper than {max_depth} levels",
+                              {"_body": [f"nesting deeper than {max_depth}"]})
+            stack.extend((sub, depth + 1) for sub in item)
+        elif isinstance(item, str) and len(item) > max_str:
+            raise Invalid(f"a string is longer than {max_str} characters",
+                          {"_body": [f"string longer than {max_str}"]})
+
+
+def parse(raw: bytes, mimetype: str, limits: dict[str, int]) -> Any:
+    """Return the parsed body, or ``ABSENT`` for an empty one."""
+    if len(raw) > limits["max_body_bytes"]:
+        raise PayloadTooLarge(f"The body is larger than {limits['max_body_bytes']} bytes")
+    if not raw.strip():
+        return ABSENT
+    if mimetype and not _is_json_type(mimetype):
+        raise UnsupportedMediaType(
+            f"Content-Type {mimetype} is not JSON; send application/json")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise Invalid("The body is not valid UTF-8",
+                      {"_body": [f"invalid UTF-8 at byte {exc.start}"]}) from None
+    try:
+        value = json.loads(text, parse_float=_finite_float, parse_constant=_no_constant)
+    except RecursionError:
+        raise Invalid(f"JSON nesting deeper than {limits['max_depth']} levels",
+                      {"_body": ["nesting too deep"]}) from None
+    except ValueError as exc:  # JSONDecodeError, non-finite numbers, over-long integers
+        raise Invalid(f"The body is not valid JSON: {exc}", {"_body": [str(exc)]}) from None
+    check_limits(value, limits)
+    return value
+
+
+def parse_object(raw: bytes, mimetype: str, limits: dict[str, int], *,
+                 required: bool) -> dict[str, Any]:
+    value = parse(raw, mimetype, limits)
+    if value is ABSENT:
+        if required:
+            raise Invalid("A JSON object body is required", {"_body": ["body is required"]})
+        return {}
+    if not isinstance(value, dict):
+        raise Invalid("The body must be a JSON object", {"_body": ["not a JSON object"]})
+    return value

@@ -1,0 +1,237 @@
+"""Persistence of service documents: plain dicts in, fresh copies out.
+
+:class:`Store` is the whole interface the rest of the service uses. Each method is
+one unit of work: it runs under the engine's lock, sees every write acknowledged by
+any worker before it, and either writes durably or changes nothing. The engine
+underneath (:class:`LogFile`, or :class:`MemoryLog` for tests and demos) only moves
+bytes; the indexes by ``customer_id`` and ``contact_key`` live here.
+
+No Flask here: errors are the domain errors of :mod:`contextsvc.errors`.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable, Iterable
+from typing import Any, NamedTuple, TypeVar
+
+from ..errors import NotFound, StoreCorrupt, StoreFailure
+from .logfile import Location, LogFile
+from .memory import MemoryLog
+
+__all__ = ["Store", "LogFile", "MemoryLog", "open_store"]
+
+MAX_SERVICE_ID = 2**53 - 1
+T = TypeVar("T")
+Doc = dict[str, Any]
+
+
+class Row(NamedTuple):
+    loc: Location
+    customer_id: str | None
+    contact_key: str | None
+
+
+class Store:
+    def __init__(self, engine: LogFile | MemoryLog, *, compact_min_bytes: int = 16 << 20,
+                 compact_ratio: float = 2.0):
+        self.engine = engine
+        self.compact_min_bytes = compact_min_bytes
+        self.compact_ratio = compact_ratio
+        self.pid = os.getpid()
+        self._mutex = threading.RLock()
+        self._reset()
+        with self._mutex, engine.locked(True):
+            if isinstance(engine, LogFile):
+                _import_foreign(engine)
+            engine.ensure()
+            self._sync()
+            engine.repair()
+
+    # ----------------------------------------------------------------- indexes
+    def _reset(self) -> None:
+        self._rows: dict[int, Row] = {}
+        self._by_customer: dict[str, set[int]] = {}
+        self._anonymous: dict[str, set[int]] = {}   # contact_key -> services without customer
+        self._live = 0
+        self._last_id = self.engine.last_id
+
+    def _sync(self) -> None:
+        reset, records = self.engine.changes()
+        if reset:
+            self._reset()
+        for sid, loc, doc in records:
+            self._apply(sid, loc, doc)
+
+    def _apply(self, sid: int, loc: Location, doc: Doc | None) -> None:
+        old = self._rows.pop(sid, None)
+        if old is not None:
+            self._live -= old.loc[1]
+            if old.customer_id is not None:
+                _discard(self._by_customer, old.customer_id, sid)
+            elif old.contact_key is not None:
+                _discard(self._anonymous, old.contact_key, sid)
+        if sid > self._last_id:
+            self._last_id = sid
+        if doc is None:
+            return
+        row = Row(loc, doc.get("customer_id"), doc.get("contact_key"))
+        self._rows[sid] = row
+        self._live += loc[1]
+        if row.customer_id is not None:
+            self._by_customer.setdefault(row.customer_id, set()).add(sid)
+        elif row.contact_key is not None:
+            self._anonymous.setdefault(row.contact_key, set()).add(sid)
+
+    # ----------------------------------------------------------------- reading
+    def get_service(self, sid: int) -> Doc:
+        with self._mutex, self.engine.locked(False):
+            self._sync()
+            return self.engine.read(self._row(sid).loc)
+
+    def customer_services(self, customer_id: str) -> list[Doc]:
+        return self._read_many(self._by_customer, customer_id)
+
+    def anonymous_services(self, contact_key: str) -> list[Doc]:
+        return self._read_many(self._anonymous, contact_key)
+
+    def _read_many(self, index: dict[str, set[int]], key: str) -> list[Doc]:
+        with self._mutex, self.engine.locked(False):
+            self._sync()
+            return [self.engine.read(self._rows[sid].loc) for sid in sorted(index.get(key, ()))]
+
+    def count(self) -> int:
+        with self._mutex, self.engine.locked(False):
+            self._sync()
+            return len(self._rows)
+
+    def _row(self, sid: int) -> Row:
+        row = self._rows.get(sid)
+        if row is None:
+            raise NotFound(f"There is no service {sid}")
+        return row
+
+    # ----------------------------------------------------------------- writing
+    def create_service(self, build: Callable[[int], Doc]) -> Doc:
+        """Give ``build`` a new service id and store the document it returns."""
+        return self.create_services([build])[0]
+
+    def create_services(self, builds: Iterable[Callable[[int], Doc]]) -> list[Doc]:
+        """Several new services in one durable write (used for bulk loading)."""
+        with self._mutex, self.engine.locked(True):
+            self._sync()
+            docs = []
+            sid = self._last_id
+            for build in builds:
+                sid += 1
+                if sid > MAX_SERVICE_ID:
+                    raise StoreFailure("No service ids are left below 2^53")
+                docs.append((sid, build(sid)))
+            self._write(docs)
+            return [doc for _, doc in docs]
+
+    def update_service(self, sid: int, change: Callable[[Doc], T]) -> tuple[T, Doc]:
+        """Read service ``sid``, let ``change`` edit it in place, store the result.
+
+        Whatever ``change`` raises propagates and nothing is written. Returns what
+        ``change`` returned and the stored document.
+        """
+        with self._mutex, self.engine.locked(True):
+            self._sync()
+            doc = self.engine.read(self._row(sid).loc)
+            result = change(doc)
+            self._write([(sid, doc)])
+            return result, doc
+
+    def delete_service(self, sid: int) -> None:
+        with self._mutex, self.engine.locked(True):
+            self._sync()
+            self._row(sid)
+            self._write([(sid, None)])
+
+    def _write(self, items: list[tuple[int, Doc | None]]) -> None:
+        locations = self.engine.append(items)
+        for (sid, doc), loc in zip(items, locations):
+            self._apply(sid, loc, doc)
+        size = self.engine.size()
+        if size > self.compact_min_bytes and size > self.compact_ratio * self._live:
+            self._compact()
+
+    def compact(self) -> None:
+        """Rewrite the file with only the newest version of each live service."""
+        with self._mutex, self.engine.locked(True):
+            self._sync()
+            self._compact()
+
+    def _compact(self) -> None:
+        sids = sorted(self._rows)
+        docs = ((sid, self.engine.read_raw(self._rows[sid].loc)) for sid in sids)
+        locations = self.engine.rewrite(docs, self._last_id)
+        self._live = 0
+        for sid, loc in zip(sids, locations):
+            self._rows[sid] = self._rows[sid]._replace(loc=loc)
+            self._live += loc[1]
+
+    def close(self) -> None:
+        close = getattr(self.engine, "close", None)
+        if close:
+            close()
+
+
+def _discard(index: dict[str, set[int]], key: str, sid: int) -> None:
+    members = index.get(key)
+    if members is not None:
+        members.discard(sid)
+        if not members:
+            del index[key]
+
+
+def _import_foreign(engine: LogFile) -> None:
+    """A data file written by plain TinyDB (``{"services": {"1": {...}}}``) is
+    converted once to the line layout; the original is kept beside it."""
+    path = engine.path
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(len(b'{"_meta": '))
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise StoreCorrupt(f"cannot read {path}: {exc.strerror}") from None
+    if head == b'{"_meta": ' or head == b"":
+        if head == b"":
+            os.unlink(path)  # an empty file holds nothing: start afresh
+        return
+    from tinydb import TinyDB
+
+    try:
+        with TinyDB(path, access_mode="r") as db:
+            tables = db.tables()
+            unexpected = tables - {"services", "_meta", "_default"}
+            if unexpected or len(db.table("_default")):
+                raise ValueError(f"unexpected tables {sorted(unexpected) or ['_default']}")
+            meta = db.table("_meta").get(doc_id=1) or {}
+            docs = sorted((doc.doc_id, doc) for doc in db.table("services").all()
+                          if not doc.get("_deleted"))
+    except (ValueError, TypeError, KeyError, AttributeError) as exc:
+        raise StoreCorrupt(f"{path} is neither a contextsvc store nor a TinyDB file of "
+                           f"services ({exc}); not starting, so that it is not overwritten"
+                           ) from None
+    from .logfile import _dumps
+
+    last_id = max([int(meta.get("last_service_id", 0))] + [sid for sid, _ in docs])
+    backup = path + ".tinydb-import.bak"
+    if not os.path.exists(backup):
+        os.link(path, backup)
+    engine.rewrite(((sid, _dumps({**doc, "service_id": sid})) for sid, doc in docs), last_id)
+
+
+def open_store(settings: dict[str, Any]) -> Store:
+    storage = settings["storage"]
+    if storage["engine"] == "memory":
+        engine: LogFile | MemoryLog = MemoryLog()
+    else:
+        engine = LogFile(storage["path"], fsync=storage["fsync"],
+                         lock_timeout=storage["lock_timeout"])
+    return Store(engine, compact_min_bytes=storage["compact_min_bytes"],
+                 compact_ratio=storage["compact_ratio"])

@@ -1,0 +1,55 @@
+"""An in-process engine with the interface of :class:`LogFile`: for tests and for
+single-process demos (``[storage] engine = memory``). Nothing survives a restart and
+nothing is shared between gunicorn workers."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from .logfile import TOMBSTONE, Location, Record, _dumps
+
+
+class MemoryLog:
+    path = ":memory:"
+
+    def __init__(self) -> None:
+        self._blobs: list[bytes] = []
+        self.last_id = 0
+
+    @contextmanager
+    def locked(self, exclusive: bool) -> Iterator[None]:
+        yield  # the Store's own mutex is all a single process needs
+
+    def changes(self) -> tuple[bool, list[Record]]:
+        return False, []
+
+    def ensure(self) -> None:
+        pass
+
+    def repair(self) -> None:
+        pass
+
+    def read(self, loc: Location) -> dict[str, Any]:
+        return json.loads(self._blobs[loc[0]])
+
+    def read_raw(self, loc: Location) -> bytes:
+        return self._blobs[loc[0]]
+
+    def append(self, items: Iterable[tuple[int, dict[str, Any] | None]]) -> list[Location]:
+        locations = []
+        for _sid, doc in items:
+            body = TOMBSTONE if doc is None else _dumps(doc)
+            locations.append((len(self._blobs), len(body)))
+            self._blobs.append(body)
+        return locations
+
+    def size(self) -> int:
+        return sum(len(b) for b in self._blobs)
+
+    def rewrite(self, docs: Iterable[tuple[int, bytes]], last_id: int) -> list[Location]:
+        self._blobs = [body for _sid, body in docs]
+        self.last_id = last_id
+        return [(i, len(b)) for i, b in enumerate(self._blobs)]

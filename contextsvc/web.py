@@ -1,0 +1,78 @@
+"""Helpers the blueprints share: the store of this process, bodies, query arguments,
+and the 201 response. Everything HTTP-specific stays here and in the blueprints."""
+
+from __future__ import annotations
+
+import os
+import threading
+from typing import Any
+
+from flask import current_app, jsonify, request, url_for
+
+from . import jsonbody, schemas
+from .store import Store, open_store
+
+MAX_SERVICE_ID = 2**53 - 1
+MAX_SUB_ID = 2**31 - 1
+SID = f"<int(min=1, max={MAX_SERVICE_ID}):sid>"
+STID = f"<int(min=1, max={MAX_SUB_ID}):stid>"
+TID = f"<int(min=1, max={MAX_SUB_ID}):tid>"
+
+
+class StoreHolder:
+    """One store per process: a worker forked after the store was opened (gunicorn
+    ``--preload``) opens its own instead of sharing the parent's file handles
+    (benoitc/gunicorn#1953)."""
+
+    def __init__(self, settings: dict[str, Any]):
+        self.settings = settings
+        self._store: Store | None = None
+        self._lock = threading.Lock()
+
+    def get(self) -> Store:
+        store = self._store
+        if store is None or store.pid != os.getpid():
+            with self._lock:
+                store = self._store
+                if store is None or store.pid != os.getpid():
+                    store = self._store = open_store(self.settings)
+        return store
+
+
+def store() -> Store:
+    return current_app.extensions["contextsvc"].get()
+
+
+def limits() -> dict[str, int]:
+    return current_app.config["CONTEXTSVC"]["limits"]
+
+
+def body_object(required: bool = False) -> dict[str, Any]:
+    return jsonbody.parse_object(request.get_data(cache=False), request.mimetype, limits(),
+                                 required=required)
+
+
+def body_value() -> Any:
+    value = jsonbody.parse(request.get_data(cache=False), request.mimetype, limits())
+    if value is jsonbody.ABSENT:
+        raise jsonbody.Invalid("A JSON value body is required", {"_body": ["body is required"]})
+    return value
+
+
+def args() -> dict[str, Any]:
+    return schemas.query_args(request.args)
+
+
+def created(endpoint: str, payload: dict[str, Any], **values: Any):
+    response = jsonify(payload)
+    response.status_code = 201
+    response.headers["Location"] = url_for(f"{request.blueprint}.{endpoint}", **values)
+    return response
+
+
+def ok(payload: Any):
+    return jsonify(payload)
+
+
+def no_content():
+    return "", 204

@@ -1,0 +1,5 @@
+"""WSGI entry point: ``gunicorn -w 4 -b 127.0.0.1:8080 wsgi:app``."""
+
+from contextsvc import create_app
+
+app = create_app()
