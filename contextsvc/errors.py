@@ -72,7 +72,8 @@ def flatten(messages: Any, prefix: str = "") -> dict[str, list[str]]:
             else:
                 out[name] = [str(m) for m in (value if isinstance(value, list) else [value])]
     elif messages:
-        out[prefix or "_schema"] = [str(m) for m in (messages if isinstance(messages, list) else [messages])]
+        items = messages if isinstance(messages, list) else [messages]
+        out[prefix or "_schema"] = [str(m) for m in items]
     return out
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask import Blueprint
 
 from . import rules, schemas
-from .web import SID, args, body_object, body_value, created, no_content, ok, store
+from .web import SID, args, body_object, body_value, created, empty, ok, store
 
 bp = Blueprint("services", __name__)
 S = schemas.SCHEMAS
@@ -22,7 +22,7 @@ def start_service():
 def end_service(sid: int):
     loaded, attached = schemas.split(body_object(), S["EndEvent"], ignore=schemas.START_ONLY)
     store().update_service(sid, lambda doc: rules.end_service(doc, loaded, attached))
-    return no_content()
+    return empty()
 
 
 @bp.get(f"/services/{SID}")
@@ -34,7 +34,7 @@ def get_service(sid: int):
 @bp.delete(f"/services/{SID}")
 def delete_service(sid: int):
     store().delete_service(sid)
-    return "", 200
+    return empty(200)
 
 
 @bp.post(f"/customers/<customer_id>/services/{SID}")

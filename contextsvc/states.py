@@ -8,7 +8,7 @@ from flask import Blueprint
 
 from . import rules, schemas
 from .errors import Invalid
-from .web import SID, STID, args, body_object, body_value, created, no_content, ok, store
+from .web import SID, STID, args, body_object, body_value, created, empty, ok, store
 
 bp = Blueprint("states", __name__)
 S = schemas.SCHEMAS
@@ -25,7 +25,7 @@ def start_state(sid: int):
 def end_state(sid: int, stid: int):
     loaded, attached = schemas.split(body_object(), S["EndEvent"], ignore=schemas.START_ONLY)
     store().update_service(sid, lambda doc: rules.end_state(doc, stid, loaded, attached))
-    return no_content()
+    return empty()
 
 
 def _part(body: dict[str, Any], name: str, schema: str, required_id: bool

@@ -7,7 +7,7 @@ from typing import Any
 from flask import Blueprint
 
 from . import rules, schemas
-from .web import SID, TID, args, body_object, body_value, created, no_content, ok, store
+from .web import SID, TID, args, body_object, body_value, created, empty, ok, store
 
 bp = Blueprint("tasks", __name__)
 S = schemas.SCHEMAS
@@ -25,7 +25,7 @@ def end_task(sid: int, tid: int):
     loaded, attached = schemas.split(body_object(), S["EndEvent"],
                                      ignore=schemas.START_ONLY | {"state_id"})
     store().update_service(sid, lambda doc: rules.end_task(doc, tid, loaded, attached))
-    return no_content()
+    return empty()
 
 
 @bp.get(f"/services/{SID}/tasks", defaults={"status": None})

@@ -74,5 +74,8 @@ def ok(payload: Any):
     return jsonify(payload)
 
 
-def no_content():
-    return "", 204
+def empty(status: int = 204):
+    """A response with no body, and so no Content-Type."""
+    response = current_app.response_class(status=status)
+    del response.headers["Content-Type"]
+    return response

@@ -152,7 +152,7 @@ class Store:
 
     def _write(self, items: list[tuple[int, Doc | None]]) -> None:
         locations = self.engine.append(items)
-        for (sid, doc), loc in zip(items, locations):
+        for (sid, doc), loc in zip(items, locations, strict=True):
             self._apply(sid, loc, doc)
         size = self.engine.size()
         if size > self.compact_min_bytes and size > self.compact_ratio * self._live:
@@ -169,7 +169,7 @@ class Store:
         docs = ((sid, self.engine.read_raw(self._rows[sid].loc)) for sid in sids)
         locations = self.engine.rewrite(docs, self._last_id)
         self._live = 0
-        for sid, loc in zip(sids, locations):
+        for sid, loc in zip(sids, locations, strict=True):
             self._rows[sid] = self._rows[sid]._replace(loc=loc)
             self._live += loc[1]
 
@@ -224,6 +224,7 @@ def _import_foreign(engine: LogFile) -> None:
     if not os.path.exists(backup):
         os.link(path, backup)
     engine.rewrite(((sid, _dumps({**doc, "service_id": sid})) for sid, doc in docs), last_id)
+    engine.forget()  # the store indexes it from the start
 
 
 def open_store(settings: dict[str, Any]) -> Store:

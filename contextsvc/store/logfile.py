@@ -297,6 +297,11 @@ class LogFile:
         if self._fd >= 0 and not self._clean:
             self._undo()
 
+    def forget(self) -> None:
+        """Read the whole file again at the next :meth:`changes`."""
+        self._close()
+        self._ino = None
+
     def close(self) -> None:
         self._close()
         if self._lock_fd >= 0:

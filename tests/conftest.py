@@ -1,0 +1,59 @@
+import pytest
+
+from contextsvc import create_app
+
+BASES = ["/genesys/1/cs", ""]
+
+
+@pytest.fixture(params=["file", "memory"])
+def app(request, tmp_path):
+    """The app on a fresh store; every API test runs on both engines."""
+    return create_app({"storage": {"engine": request.param,
+                                   "path": str(tmp_path / "data" / "contextsvc.json")}})
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+@pytest.fixture(params=BASES, ids=["8.5", "8.1"])
+def base(request):
+    return request.param
+
+
+class Api:
+    """Small helpers over the test client: they assert the success status."""
+
+    def __init__(self, client, base="/genesys/1/cs"):
+        self.client, self.base = client, base
+
+    def start_service(self, **body):
+        body.setdefault("contact_key", "408-832-7799")
+        r = self.client.post(f"{self.base}/services/start", json=body)
+        assert r.status_code == 201, r.get_json()
+        return r.get_json()["service_id"]
+
+    def start_state(self, sid, **body):
+        r = self.client.post(f"{self.base}/services/{sid}/states/start", json=body)
+        assert r.status_code == 201, r.get_json()
+        return r.get_json()["state_id"]
+
+    def start_task(self, sid, **body):
+        r = self.client.post(f"{self.base}/services/{sid}/tasks/start", json=body)
+        assert r.status_code == 201, r.get_json()
+        return r.get_json()["task_id"]
+
+    def get(self, path, **params):
+        r = self.client.get(self.base + path, query_string=params)
+        assert r.status_code == 200, r.get_json()
+        return r.get_json()
+
+    def end(self, path, **body):
+        r = self.client.post(self.base + path, json=body)
+        assert r.status_code == 204, r.get_json()
+
+
+@pytest.fixture
+def api(client):
+    return Api(client)

@@ -1,0 +1,62 @@
+"""Several gunicorn workers on one store file: every write lands, every worker sees it."""
+
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from tests.gunicorn_server import Server
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    srv = Server(str(tmp_path_factory.mktemp("gunicorn") / "contextsvc.json"), workers=4)
+    yield srv
+    srv.stop()
+
+
+def test_concurrent_state_starts_all_land_with_distinct_ids(server):
+    status, body, _ = server.request("POST", "/genesys/1/cs/services/start",
+                                     {"contact_key": "concurrency"})
+    assert status == 201
+    sid = body["service_id"]
+
+    def start(i):
+        return server.request("POST", f"/genesys/1/cs/services/{sid}/states/start",
+                              {"state_type": i})
+
+    with ThreadPoolExecutor(16) as pool:
+        results = list(pool.map(start, range(50)))
+    assert [status for status, _, _ in results] == [201] * 50
+    ids = sorted(body["state_id"] for _, body, _ in results)
+    assert ids == list(range(1, 51))
+    status, states, _ = server.request("GET", f"/services/{sid}/states")
+    assert sorted(s["state_type"] for s in states) == list(range(50))
+
+
+def test_concurrent_service_starts_get_distinct_ids(server):
+    with ThreadPoolExecutor(16) as pool:
+        results = list(pool.map(lambda i: server.request(
+            "POST", "/services/start", {"customer_id": "many", "n": i}), range(60)))
+    ids = [body["service_id"] for status, body, _ in results if status == 201]
+    assert len(ids) == 60 and len(set(ids)) == 60
+    status, listed, _ = server.request("GET", "/customers/many/services")
+    assert sorted(s["service_id"] for s in listed) == sorted(ids)
+
+
+def test_every_worker_reads_each_acknowledged_write(server):
+    status, body, _ = server.request("POST", "/services/start", {"contact_key": "ryw"})
+    sid = body["service_id"]
+    for i in range(40):  # each request is a new connection, served by any worker
+        assert server.request("PUT", f"/services/{sid}/extensions/n", i)[0] == 200
+        assert server.request("GET", f"/services/{sid}")[1]["n"] == i
+
+
+def test_concurrent_completes_of_one_state_one_wins(server):
+    _, body, _ = server.request("POST", "/services/start", {"contact_key": "race"})
+    sid = body["service_id"]
+    _, body, _ = server.request("POST", f"/services/{sid}/states/start", {})
+    stid = body["state_id"]
+    with ThreadPoolExecutor(12) as pool:
+        statuses = sorted(pool.map(lambda i: server.request(
+            "POST", f"/services/{sid}/states/{stid}/end", {"disposition": i})[0], range(24)))
+    assert statuses == [204] + [409] * 23
