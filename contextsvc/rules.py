@@ -219,7 +219,7 @@ def select_tasks(doc: Doc, args: Doc, status: str | None) -> list[Doc]:
 
 # ------------------------------------------------------------------ rendering
 def _render(resource: Doc, fields: tuple[str, ...], extensions: list[str] | None) -> Doc:
-    out = {key: resource[key] for key in fields if key in resource}
+    out = {key: resource[key] for key in fields if resource.get(key) is not None}
     data = resource.get("data", {})
     if extensions is None:
         out.update(data)

@@ -211,8 +211,13 @@ LIST_ARGS = ("service_types", "state_types", "task_types", "extensions")
 _QUERY = QueryArgs()
 
 
+_NO_ARGS = {**_QUERY.load({}), **dict.fromkeys(LIST_ARGS)}
+
+
 def query_args(args: Any) -> dict[str, Any]:
     """Parse a werkzeug MultiDict of query arguments; unknown ones are ignored."""
+    if not args:
+        return dict(_NO_ARGS)
     single = {key: args.get(key) for key in _QUERY.fields if key in args}
     try:
         parsed = _QUERY.load(single)

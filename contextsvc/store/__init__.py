@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable
 from typing import Any, NamedTuple, TypeVar
 
 from ..errors import NotFound, StoreCorrupt, StoreFailure
-from .logfile import Location, LogFile
+from .logfile import Keys, Location, LogFile, keys_of
 from .memory import MemoryLog
 
 __all__ = ["Store", "LogFile", "MemoryLog", "open_store"]
@@ -61,10 +61,10 @@ class Store:
         reset, records = self.engine.changes()
         if reset:
             self._reset()
-        for sid, loc, doc in records:
-            self._apply(sid, loc, doc)
+        for sid, loc, keys in records:
+            self._apply(sid, loc, keys)
 
-    def _apply(self, sid: int, loc: Location, doc: Doc | None) -> None:
+    def _apply(self, sid: int, loc: Location, keys: Keys | None) -> None:
         old = self._rows.pop(sid, None)
         if old is not None:
             self._live -= old.loc[1]
@@ -74,9 +74,9 @@ class Store:
                 _discard(self._anonymous, old.contact_key, sid)
         if sid > self._last_id:
             self._last_id = sid
-        if doc is None:
+        if keys is None:
             return
-        row = Row(loc, doc.get("customer_id"), doc.get("contact_key"))
+        row = Row(loc, *keys)
         self._rows[sid] = row
         self._live += loc[1]
         if row.customer_id is not None:
@@ -119,16 +119,18 @@ class Store:
 
     def create_services(self, builds: Iterable[Callable[[int], Doc]]) -> list[Doc]:
         """Several new services in one durable write (used for bulk loading)."""
-        with self._mutex, self.engine.locked(True):
-            self._sync()
-            docs = []
-            sid = self._last_id
-            for build in builds:
-                sid += 1
-                if sid > MAX_SERVICE_ID:
-                    raise StoreFailure("No service ids are left below 2^53")
-                docs.append((sid, build(sid)))
-            self._write(docs)
+        with self._mutex:
+            with self.engine.locked(True):
+                self._sync()
+                docs = []
+                sid = self._last_id
+                for build in builds:
+                    sid += 1
+                    if sid > MAX_SERVICE_ID:
+                        raise StoreFailure("No service ids are left below 2^53")
+                    docs.append((sid, build(sid)))
+                self._write(docs)
+            self.engine.sync()
             return [doc for _, doc in docs]
 
     def update_service(self, sid: int, change: Callable[[Doc], T]) -> tuple[T, Doc]:
@@ -137,23 +139,27 @@ class Store:
         Whatever ``change`` raises propagates and nothing is written. Returns what
         ``change`` returned and the stored document.
         """
-        with self._mutex, self.engine.locked(True):
-            self._sync()
-            doc = self.engine.read(self._row(sid).loc)
-            result = change(doc)
-            self._write([(sid, doc)])
+        with self._mutex:
+            with self.engine.locked(True):
+                self._sync()
+                doc = self.engine.read(self._row(sid).loc)
+                result = change(doc)
+                self._write([(sid, doc)])
+            self.engine.sync()
             return result, doc
 
     def delete_service(self, sid: int) -> None:
-        with self._mutex, self.engine.locked(True):
-            self._sync()
-            self._row(sid)
-            self._write([(sid, None)])
+        with self._mutex:
+            with self.engine.locked(True):
+                self._sync()
+                self._row(sid)
+                self._write([(sid, None)])
+            self.engine.sync()
 
     def _write(self, items: list[tuple[int, Doc | None]]) -> None:
         locations = self.engine.append(items)
         for (sid, doc), loc in zip(items, locations, strict=True):
-            self._apply(sid, loc, doc)
+            self._apply(sid, loc, None if doc is None else keys_of(doc))
         size = self.engine.size()
         if size > self.compact_min_bytes and size > self.compact_ratio * self._live:
             self._compact()

@@ -50,15 +50,54 @@ HEADER_START = b'{"_meta": '
 HEADER_END = b', "services": {\n'
 TRAILER = b"}}\n"
 TOMBSTONE = b'{"_deleted": true}'
+PAD_MIN = 1 << 20  # the file grows by at least this much whitespace at a time
 _RECORD = re.compile(rb',?"([1-9][0-9]{0,15})": ')
+# Documents are written with their index keys first, so that a worker catching up
+# on other workers' writes (or reading the whole file at start) need not parse them.
+_STRING = rb'(null|"(?:[^"\\]|\\.)*")'
+_KEYS = re.compile(
+    rb'\{"service_id":[0-9]+,"customer_id":' + _STRING + rb',"contact_key":' + _STRING)
 
 Location = tuple[int, int]  # (offset of the JSON document, its length)
-Record = tuple[int, Location, "dict[str, Any] | None"]
+Keys = tuple["str | None", "str | None"]  # (customer_id, contact_key)
+Record = tuple[int, Location, "Keys | None"]  # None: the service was deleted
 
 
 def _dumps(doc: dict[str, Any]) -> bytes:
-    # ensure_ascii: lone surrogates from JSON escapes survive the round trip
-    return json.dumps(doc, ensure_ascii=True, separators=(",", ":")).encode("ascii")
+    """One line of JSON with the index keys first. ensure_ascii: lone surrogates
+    from JSON escapes survive the round trip."""
+    ordered = {"service_id": doc["service_id"], "customer_id": doc.get("customer_id"),
+               "contact_key": doc.get("contact_key"), **doc}
+    return json.dumps(ordered, ensure_ascii=True, separators=(",", ":")).encode("ascii")
+
+
+def keys_of(doc: dict[str, Any]) -> Keys:
+    return doc.get("customer_id"), doc.get("contact_key")
+
+
+def _string(raw: bytes) -> str | None:
+    if raw == b"null":
+        return None
+    return json.loads(raw) if b"\\" in raw else raw[1:-1].decode("ascii")
+
+
+def _keys(body: bytes) -> Keys | None:
+    """The index keys of a stored document, or None when it is not one."""
+    match = _KEYS.match(body)
+    if match is not None and body.endswith(b"}"):
+        return _string(match.group(1)), _string(match.group(2))
+    try:  # not in our own layout (written by another tool): parse it all
+        doc = json.loads(body)
+    except ValueError:
+        return None
+    if not isinstance(doc, dict):
+        return None
+    cid, key = doc.get("customer_id"), doc.get("contact_key")
+    return (cid if isinstance(cid, str) else None, key if isinstance(key, str) else None)
+
+
+def _padding(size: int) -> bytes:
+    return b" " * (size - 1) + b"\n" if size > 0 else b""
 
 
 def _fsync_dir(path: str) -> None:
@@ -86,9 +125,10 @@ class LogFile:
         self._fd = -1
         self._ino: int | None = None
         self._end = 0        # offset of the trailer: end of the last good record
-        self._seen = 0       # file size when last read
-        self._clean = True   # nothing but the trailer after _end
+        self._garbage = 0    # end of a torn write after _end (0: none)
+        self._cap = 0        # file size: _end + trailer + whitespace padding
         self._count = 0      # records in the file (the first one has no comma)
+        self._unsynced = False
         self.last_id = 0     # from the header; records may raise it
 
     # ------------------------------------------------------------------ locking
@@ -106,7 +146,7 @@ class LogFile:
 
     def _wait(self, mode: int) -> None:
         deadline = time.monotonic() + self.lock_timeout
-        delay = 0.0001
+        delay = 0.00005
         while True:
             time.sleep(delay)
             try:
@@ -117,35 +157,31 @@ class LogFile:
                     raise StoreBusy(
                         f"The store is busy: its lock was not free within {self.lock_timeout:g} s"
                     ) from None
-                delay = min(delay * 2, 0.005)
+                delay = min(delay * 2, 0.002)
 
     # ------------------------------------------------------------------ reading
-    def changes(self) -> tuple[bool, list[Record]]:
-        """Under a lock: the records appended since the last call.
-
-        Returns ``(reset, records)``; ``reset`` means the file was replaced (or is
-        read for the first time) and ``records`` is its whole content.
-        """
+    def changes(self) -> tuple[bool, Iterator[Record]]:
+        """Under a lock: the records appended since the last call (an iterator to
+        consume at once). ``reset`` means the file was replaced (or is read for the
+        first time) and the records are its whole content."""
         try:
             st = os.stat(self.path)
         except FileNotFoundError:
             if self._ino is None and self._fd < 0:
-                return False, []
-            self._close()
-            self._ino, self._end, self._seen, self._count, self._clean = None, 0, 0, 0, True
-            return True, []
+                return False, iter(())
+            self.forget()
+            return True, iter(())
         except OSError as exc:
             raise StoreFailure(f"cannot read {self.path}: {exc.strerror}") from None
         if st.st_ino != self._ino or self._fd < 0:
             return True, self._reopen()
-        if st.st_size == self._seen and self._clean:
-            return False, []
-        return False, list(self._scan(self._end))
+        # Every append overwrites the trailer at _end, so three bytes tell.
+        if not self._garbage and os.pread(self._fd, len(TRAILER), self._end) == TRAILER:
+            return False, iter(())
+        return False, self._scan(self._end)
 
     def read(self, loc: Location) -> dict[str, Any]:
-        offset, length = loc
-        data = os.pread(self._fd, length, offset)
-        return json.loads(data)
+        return json.loads(os.pread(self._fd, loc[1], loc[0]))
 
     def read_raw(self, loc: Location) -> bytes:
         return os.pread(self._fd, loc[1], loc[0])
@@ -155,22 +191,20 @@ class LogFile:
             os.close(self._fd)
             self._fd = -1
 
-    def _reopen(self) -> list[Record]:
+    def _reopen(self) -> Iterator[Record]:
         self._close()
         try:
             self._fd = os.open(self.path, os.O_RDWR | os.O_CLOEXEC)
         except OSError as exc:
             raise StoreFailure(f"cannot open {self.path}: {exc.strerror}") from None
-        self._ino = os.fstat(self._fd).st_ino
+        st = os.fstat(self._fd)
+        self._ino, self._cap = st.st_ino, st.st_size
         header = self._read_header()
-        self._count = 0
-        self._end = self._seen = len(header)
-        self._clean = True
-        return list(self._scan(self._end))
+        self._count, self._end, self._garbage = 0, len(header), 0
+        return self._scan(self._end)
 
     def _read_header(self) -> bytes:
-        with os.fdopen(os.dup(self._fd), "rb") as handle:
-            line = handle.readline(1 << 20)
+        line = self._lines(0).__next__()[1] if self._cap else b""
         if not (line.startswith(HEADER_START) and line.endswith(HEADER_END)):
             raise StoreCorrupt(f"{self.path} is not a contextsvc store file "
                                "(its first line is not the expected header)")
@@ -183,33 +217,45 @@ class LogFile:
             raise StoreCorrupt(f"{self.path}: unreadable header ({exc})") from None
         return line
 
+    def _lines(self, start: int, chunk: int = 1 << 16) -> Iterator[tuple[int, bytes]]:
+        """(offset, line) from ``start`` to the end of the file; a last line without
+        a newline is yielded as it is."""
+        offset, rest = start, b""
+        while True:
+            data = os.pread(self._fd, chunk, offset + len(rest))
+            if not data:
+                if rest:
+                    yield offset, rest
+                return
+            buf = rest + data if rest else data
+            pos = 0
+            while True:
+                nl = buf.find(b"\n", pos)
+                if nl < 0:
+                    break
+                yield offset + pos, buf[pos:nl + 1]
+                pos = nl + 1
+            offset, rest = offset + pos, buf[pos:]
+            chunk = min(chunk * 2, 1 << 23)
+
     def _scan(self, start: int) -> Iterator[Record]:
-        """Parse the lines from ``start``; stop at the trailer or at a torn tail."""
-        with os.fdopen(os.dup(self._fd), "rb") as handle:
-            handle.seek(start)
-            offset = start
-            count = self._count
-            for line in handle:
-                if line == TRAILER:
-                    self._end, self._count = offset, count
-                    self._seen = offset + len(line)
-                    rest = handle.read(1)
-                    self._clean = not rest
-                    if rest:
-                        self._check_tail(offset + len(line))
-                    return
-                record = self._parse(line, offset)
-                if record is None:
-                    self._end, self._count, self._clean = offset, count, False
-                    self._check_tail(offset + len(line))
-                    self._seen = os.fstat(self._fd).st_size
-                    return
-                offset += len(line)
-                count += 1
-                yield record
-            # no trailer: a writer died between its last record and the trailer
-            self._end, self._count, self._clean = offset, count, False
-            self._seen = offset
+        """Parse records from ``start`` up to the trailer, or up to a torn write."""
+        count, good = self._count, start
+        for offset, line in self._lines(start):
+            if line == TRAILER:
+                self._end, self._count, self._garbage = offset, count, 0
+                return
+            record = self._parse(line, offset)
+            if record is None:
+                # A writer died mid-write: nothing it wrote was acknowledged.
+                self._end, self._count = offset, count
+                self._garbage = offset + len(line)
+                self._check_tail(self._garbage)
+                return
+            count, good = count + 1, offset + len(line)
+            yield record
+        # the file ends without a trailer: a writer died while growing it
+        self._end, self._count, self._garbage = good, count, max(good, 1)
 
     def _parse(self, line: bytes, offset: int) -> Record | None:
         if not line.endswith(b"\n"):
@@ -218,40 +264,34 @@ class LogFile:
         if match is None:
             return None
         body = line[match.end():-1]
-        try:
-            doc = json.loads(body)
-        except ValueError:
-            return None
-        if not isinstance(doc, dict):
-            return None
         loc = (offset + match.end(), len(body))
         sid = int(match.group(1))
-        return sid, loc, (None if doc.get("_deleted") is True else doc)
+        if body == TOMBSTONE:
+            return sid, loc, None
+        keys = _keys(body)
+        return None if keys is None else (sid, loc, keys)
 
     def _check_tail(self, offset: int) -> None:
         """A bad line is a torn write only if no good record follows it."""
-        with os.fdopen(os.dup(self._fd), "rb") as handle:
-            handle.seek(offset)
-            for line in handle:
-                if line != TRAILER and self._parse(line, offset) is not None:
-                    raise StoreCorrupt(
-                        f"{self.path} is damaged before byte {offset}: a record that cannot "
-                        "be read is followed by good ones; refusing to guess what was lost")
-                offset += len(line)
+        for at, line in self._lines(offset):
+            if line != TRAILER and line.strip() and self._parse(line, at) is not None:
+                raise StoreCorrupt(
+                    f"{self.path} is damaged at byte {offset}: a record that cannot be read "
+                    "is followed by good ones; refusing to guess what was lost")
 
     # ------------------------------------------------------------------ writing
     def ensure(self) -> None:
         """Under the exclusive lock: create the file when there is none."""
-        if os.path.exists(self.path):
-            return
-        self._write_file([], self.last_id)
+        if not os.path.exists(self.path):
+            self._write_file([], self.last_id)
 
     def append(self, items: Iterable[tuple[int, dict[str, Any] | None]]) -> list[Location]:
         """Under the exclusive lock, after :meth:`changes`: write new versions
-        (``None`` deletes) and make them durable."""
+        (``None`` deletes). They are durable once :meth:`sync` returns."""
         if self._fd < 0:
             self.ensure()
-            self._reopen()
+            for _ in self._reopen():
+                pass
         parts: list[bytes] = []
         locations: list[Location] = []
         offset, count = self._end, self._count
@@ -263,44 +303,64 @@ class LogFile:
             offset += len(prefix) + len(body) + 1
             count += 1
         parts.append(TRAILER)
+        end = offset
+        room, cap = self._cap - self._end, self._cap
+        if end + len(TRAILER) - self._end >= room:
+            cap = self._cap = max(self._cap, os.fstat(self._fd).st_size)  # others may have grown it
+        if end + len(TRAILER) >= cap:  # grow the padding: the only writes that change the size
+            cap = end + len(TRAILER) + max(PAD_MIN, self._cap // 8)
+            parts.append(_padding(cap - end - len(TRAILER)))
+        elif self._garbage > end + len(TRAILER):  # blank what a torn write left
+            parts.append(_padding(self._garbage - end - len(TRAILER)))
         blob = b"".join(parts)
         try:
-            if not self._clean:
-                os.ftruncate(self._fd, self._end)
-                self._clean = True
             written = 0
             while written < len(blob):
                 written += os.pwrite(self._fd, blob[written:], self._end + written)
-            if self.fsync:
-                os.fdatasync(self._fd)
         except OSError as exc:
             self._undo()
             raise StoreFailure(f"cannot write {self.path}: {exc.strerror}"
                                + (" (disk full)" if exc.errno == errno.ENOSPC else "")) from None
-        self._end, self._count = offset, count
-        self._seen = offset + len(TRAILER)
+        self._end, self._count, self._cap, self._garbage = end, count, cap, 0
+        self._unsynced = True
         return locations
 
+    def sync(self) -> None:
+        """Make what this process appended durable. Called after the lock is
+        released: writers do not wait for each other's disk flush, and a flush
+        covers every byte written to the file before it, whoever wrote it."""
+        if self._unsynced and self.fsync:
+            try:
+                os.fdatasync(self._fd)
+            except OSError as exc:
+                raise StoreFailure(f"cannot flush {self.path}: {exc.strerror}") from None
+        self._unsynced = False
+
     def _undo(self) -> None:
-        """Put the trailer back after a failed write; what was acknowledged stays."""
+        """After a failed write: put the trailer back and blank the rest."""
         try:
-            os.ftruncate(self._fd, self._end)
-            os.pwrite(self._fd, TRAILER, self._end)
+            os.pwrite(self._fd, TRAILER + _padding(self._cap - self._end - len(TRAILER)),
+                      self._end)
+            os.ftruncate(self._fd, self._cap)
             os.fdatasync(self._fd)
-            self._seen, self._clean = self._end + len(TRAILER), True
         except OSError:
-            self._clean = False  # the next writer cuts the tail
+            self._garbage = self._cap  # the next writer blanks it
 
     def repair(self) -> None:
-        """Under the exclusive lock: cut a torn tail left by a crashed writer, so
+        """Under the exclusive lock: blank a torn write left by a crashed writer, so
         that plain TinyDB can read the file again."""
-        if self._fd >= 0 and not self._clean:
-            self._undo()
+        if self._fd >= 0 and self._garbage:
+            try:
+                self.append([])
+                self.sync()
+            except StoreFailure:
+                pass
 
     def forget(self) -> None:
         """Read the whole file again at the next :meth:`changes`."""
         self._close()
         self._ino = None
+        self._end = self._cap = self._count = self._garbage = 0
 
     def close(self) -> None:
         self._close()
@@ -309,24 +369,24 @@ class LogFile:
             self._lock_fd = -1
 
     def size(self) -> int:
-        return self._seen
+        """Bytes of records, padding left out."""
+        return self._end
 
     def rewrite(self, docs: Iterable[tuple[int, bytes]], last_id: int) -> list[Location]:
         """Under the exclusive lock: replace the file with just ``docs`` (raw JSON)."""
-        locations, end, count = self._write_file(docs, last_id)
+        locations, end, count, cap = self._write_file(docs, last_id)
         self._close()
         try:
             self._fd = os.open(self.path, os.O_RDWR | os.O_CLOEXEC)
         except OSError as exc:
             raise StoreFailure(f"cannot open {self.path}: {exc.strerror}") from None
         self._ino = os.fstat(self._fd).st_ino
-        self._end, self._count, self._clean = end, count, True
-        self._seen = end + len(TRAILER)
+        self._end, self._count, self._cap, self._garbage = end, count, cap, 0
         self.last_id = last_id
         return locations
 
     def _write_file(self, docs: Iterable[tuple[int, bytes]],
-                    last_id: int) -> tuple[list[Location], int, int]:
+                    last_id: int) -> tuple[list[Location], int, int, int]:
         tmp = self.path + ".tmp"
         meta = json.dumps({"1": {"format": FORMAT, "last_service_id": last_id}})
         header = HEADER_START + meta.encode() + HEADER_END
@@ -341,7 +401,8 @@ class LogFile:
                     locations.append((offset + len(prefix), len(body)))
                     offset += len(prefix) + len(body) + 1
                     count += 1
-                handle.write(TRAILER)
+                pad = max(PAD_MIN, offset // 8)
+                handle.write(TRAILER + _padding(pad))
                 handle.flush()
                 os.fsync(handle.fileno())
             os.replace(tmp, self.path)
@@ -352,4 +413,4 @@ class LogFile:
             except OSError:
                 pass
             raise StoreFailure(f"cannot write {self.path}: {exc.strerror}") from None
-        return locations, offset, count
+        return locations, offset, count, offset + len(TRAILER) + pad

@@ -23,8 +23,11 @@ class MemoryLog:
     def locked(self, exclusive: bool) -> Iterator[None]:
         yield  # the Store's own mutex is all a single process needs
 
-    def changes(self) -> tuple[bool, list[Record]]:
-        return False, []
+    def changes(self) -> tuple[bool, Iterator[Record]]:
+        return False, iter(())
+
+    def sync(self) -> None:
+        pass
 
     def ensure(self) -> None:
         pass

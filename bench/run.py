@@ -1,0 +1,268 @@
+"""Benchmark contextsvc against a SQLite baseline, side by side, in one run.
+
+    python bench/run.py                    # the full run (100,000 services)
+    python bench/run.py --services 20000 --seconds 5   # a quicker look
+
+Each server runs under ``gunicorn -w 4`` on loopback and is driven by wrk (installed
+with apt-get when missing). Stores are preloaded with N services, each with 2 states
+x 2 tasks and a few hundred bytes of attached data, spread over N/10 customers.
+Prints req/s, p50/p99 latency and the RSS of master + workers, with the ratios the
+targets are stated in.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+BENCH = os.path.join(ROOT, "bench")
+
+
+# ---------------------------------------------------------------- preloading
+def build_service(sid: int, i: int) -> dict:
+    from contextsvc import rules
+
+    stamp = f"2026-{1 + i % 12:02d}-{1 + i % 28:02d}T{i % 24:02d}:00:00.000Z"
+    doc = rules.new_service(
+        sid, {"customer_id": f"cust-{i % max(1, PRELOAD_CUSTOMERS)}",
+              "contact_key": f"+1-408-555-{i:07d}", "service_type": 100 + i % 5,
+              "timestamp": stamp, "interaction_id": f"IX-{i:010d}", "media_type": "voice"},
+        {"coupon": {"coupon_name": "DISCOUNTCODE15"}, "satisfaction": {"score": 85},
+         "notes": "caller asked about a family plan and roaming in Europe; call back"})
+    for s in range(2):
+        state = rules.start_state(doc, {"state_type": s + 1, "timestamp": stamp},
+                                  {"queue": "wireless-sales"})
+        for _ in range(2):
+            rules.start_task(doc, {"task_type": 7, "state_id": state["state_id"],
+                                   "timestamp": stamp}, {"step": "collect"})
+    return doc
+
+
+PRELOAD_CUSTOMERS = 1
+
+
+def preload_contextsvc(path: str, n: int) -> None:
+    from contextsvc.store import LogFile, Store
+
+    store = Store(LogFile(path))
+    batch = 2000
+    for start in range(0, n, batch):
+        store.create_services([lambda sid, i=i: build_service(sid, i)
+                               for i in range(start, min(n, start + batch))])
+    store.close()
+
+
+def preload_sqlite(path: str, n: int) -> None:
+    sys.path.insert(0, BENCH)
+    from baseline_sqlite import connect
+
+    conn = connect(path)
+    conn.execute("BEGIN")
+    for i in range(n):
+        doc = build_service(i + 1, i)
+        conn.execute("INSERT INTO services (customer_id, contact_key, doc) VALUES (?, ?, ?)",
+                     (doc["customer_id"], doc["contact_key"],
+                      json.dumps({k: v for k, v in doc.items() if k != "service_id"})))
+    conn.execute("COMMIT")
+    conn.close()
+
+
+# ---------------------------------------------------------------- servers
+SYSTEMS = {
+    "contextsvc": ("wsgi:app", lambda d: {"CONTEXTSVC_STORAGE_PATH": os.path.join(d, "cs.json")},
+                   lambda d, n: preload_contextsvc(os.path.join(d, "cs.json"), n)),
+    "sqlite": ("bench.baseline_sqlite:app",
+               lambda d: {"BENCH_SQLITE_PATH": os.path.join(d, "b.sqlite")},
+               lambda d, n: preload_sqlite(os.path.join(d, "b.sqlite"), n)),
+    "bare-flask": ("bench.bare:app", lambda d: {}, lambda d, n: None),
+}
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Server:
+    def __init__(self, app: str, env: dict, workers: int = 4):
+        self.port = free_port()
+        self.started = time.monotonic()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "-w", str(workers), "-b",
+             f"127.0.0.1:{self.port}", "--timeout", "120", app],
+            cwd=ROOT, env={**os.environ, **env}, stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL, start_new_session=True)
+        self.first_response = self._wait()
+
+    def _wait(self) -> float:
+        url = f"http://127.0.0.1:{self.port}/genesys/1/cs/customers/nobody/services"
+        while time.monotonic() - self.started < 120:
+            try:
+                with urllib.request.urlopen(url, timeout=60):
+                    return time.monotonic() - self.started
+            except OSError as exc:
+                if getattr(exc, "code", None) == 404:  # bare-flask has no such route
+                    return time.monotonic() - self.started
+                time.sleep(0.02)
+        raise RuntimeError("server did not answer")
+
+    def rss_mb(self) -> float:
+        pids = [self.proc.pid] + [int(p) for p in subprocess.run(
+            ["pgrep", "-P", str(self.proc.pid)], capture_output=True, text=True).stdout.split()]
+        total = 0
+        for pid in pids:
+            try:
+                with open(f"/proc/{pid}/status") as handle:
+                    for line in handle:
+                        if line.startswith("VmRSS:"):
+                            total += int(line.split()[1])
+            except FileNotFoundError:
+                pass
+        return total / 1024
+
+    def stop(self) -> None:
+        os.killpg(self.proc.pid, signal.SIGTERM)
+        try:
+            self.proc.wait(15)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+
+
+def wrk(port: int, script: str, seconds: int, connections: int, customers: int) -> dict:
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as lua:
+        for name in (script, "report.lua"):
+            lua.write(open(os.path.join(BENCH, name)).read() + "\n")
+    out = subprocess.run(
+        ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--timeout", "10s", "-s", lua.name,
+         f"http://127.0.0.1:{port}"],
+        capture_output=True, text=True, env={**os.environ, "BENCH_CUSTOMERS": str(customers)})
+    os.unlink(lua.name)
+    line = next((ln for ln in out.stdout.splitlines() if ln.startswith("BENCH ")), None)
+    if line is None:
+        raise RuntimeError("wrk failed: " + out.stdout + out.stderr)
+    result = json.loads(line[6:])
+    result["rps"] = result["requests"] / (result["duration_us"] / 1e6)
+    return result
+
+
+# ---------------------------------------------------------------- the run
+def measure(system: str, size: int, args: argparse.Namespace, loads: tuple[str, ...]) -> dict:
+    global PRELOAD_CUSTOMERS
+    app, env_of, preload = SYSTEMS[system]
+    workdir = tempfile.mkdtemp(prefix=f"bench-{system}-", dir=args.workdir)
+    PRELOAD_CUSTOMERS = max(1, size // 10)
+    t0 = time.monotonic()
+    if size:
+        preload(workdir, size)
+    preload_s = time.monotonic() - t0
+    server = Server(app, env_of(workdir))
+    row = {"system": system, "size": size, "preload_s": preload_s,
+           "first_response_s": server.first_response}
+    try:
+        for load in loads:
+            script = {"start": "start.lua", "query": "query.lua"}[load]
+            wrk(server.port, script, 2, args.connections, PRELOAD_CUSTOMERS)  # warm-up
+            row[load] = wrk(server.port, script, args.seconds, args.connections,
+                            PRELOAD_CUSTOMERS)
+        row["rss_mb"] = server.rss_mb()
+    finally:
+        server.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+    print(f"  measured {system} at {size:,} services", file=sys.stderr, flush=True)
+    return row
+
+
+def fmt(result: dict | None) -> str:
+    if not result:
+        return f"{'-':>9} {'-':>8} {'-':>8}"
+    bad = result["non2xx"] + result["socket_errors"]
+    flag = f" ({bad} failed)" if bad else ""
+    return (f"{result['rps']:9.0f} {result['p50_us'] / 1000:8.2f} "
+            f"{result['p99_us'] / 1000:8.2f}{flag}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--services", type=int, default=100_000, help="large store size")
+    parser.add_argument("--small", type=int, default=1_000, help="small store size")
+    parser.add_argument("--seconds", type=int, default=10, help="seconds per load")
+    parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--workdir", default=None, help="where the stores go (a local disk)")
+    parser.add_argument("--json", help="also write the raw results here")
+    args = parser.parse_args()
+    if not shutil.which("wrk"):
+        print("wrk not found; installing it with apt-get", file=sys.stderr)
+        subprocess.run(["apt-get", "install", "-y", "-qq", "wrk"], check=True,
+                       stdout=subprocess.DEVNULL)
+
+    rows = []
+    for system in ("contextsvc", "sqlite"):
+        rows.append(measure(system, 0, args, ("start",)))
+        rows.append(measure(system, args.small, args, ("query",)))
+        rows.append(measure(system, args.services, args, ("start", "query")))
+    rows.append(measure("bare-flask", 0, args, ("start",)))
+
+    by = {(r["system"], r["size"]): r for r in rows}
+    print(f"\nmachine: {platform.machine()}, {os.cpu_count()} cores, Python "
+          f"{platform.python_version()}, SQLite {sqlite3.sqlite_version}; gunicorn -w 4, "
+          f"wrk -t2 -c{args.connections}, {args.seconds} s per load")
+    print(f"\n{'system':<11} {'services':>8} | {'start req/s':>9} {'p50 ms':>8} {'p99 ms':>8} | "
+          f"{'query req/s':>9} {'p50 ms':>8} {'p99 ms':>8} | {'RSS MB':>7} {'1st resp s':>10}")
+    for r in rows:
+        print(f"{r['system']:<11} {r['size']:>8,} | {fmt(r.get('start'))} | "
+              f"{fmt(r.get('query'))} | {r['rss_mb']:7.0f} {r['first_response_s']:10.2f}")
+
+    cs, sq, big, small = "contextsvc", "sqlite", args.services, args.small
+
+    def rps(system, size, load):
+        return by[(system, size)][load]["rps"]
+
+    checks = [
+        ("start, empty store: contextsvc / sqlite", rps(cs, 0, "start") / rps(sq, 0, "start"),
+         ">= 1.0"),
+        (f"start, {big:,} services: contextsvc / sqlite",
+         rps(cs, big, "start") / rps(sq, big, "start"), ">= 1.0"),
+        ("start, empty store: contextsvc / bare flask (stretch)",
+         rps(cs, 0, "start") / rps("bare-flask", 0, "start"), ">= 0.5"),
+        (f"start: contextsvc {big:,} / contextsvc empty (flat)",
+         rps(cs, big, "start") / rps(cs, 0, "start"), ">= 0.8"),
+        (f"query, {big:,} services: contextsvc / sqlite",
+         rps(cs, big, "query") / rps(sq, big, "query"), ">= 1.0"),
+        (f"query p50: contextsvc {big:,} / contextsvc {small:,}",
+         by[(cs, big)]["query"]["p50_us"] / by[(cs, small)]["query"]["p50_us"], "<= 1.5"),
+    ]
+    print("\nratio" + " " * 52 + "value  target")
+    for name, value, target in checks:
+        op, bound = target.split()
+        ok = value >= float(bound) if op == ">=" else value <= float(bound)
+        print(f"{name:<56} {value:6.2f}  {target:<7} {'met' if ok else 'NOT MET'}")
+    print(f"{'RSS, master + 4 workers, ' + format(big, ',') + ' services (MB)':<56} "
+          f"{by[(cs, big)]['rss_mb']:6.0f}  <= 1536  "
+          f"{'met' if by[(cs, big)]['rss_mb'] <= 1536 else 'NOT MET'}")
+    print(f"{'first response after start, ' + format(big, ',') + ' services (s)':<56} "
+          f"{by[(cs, big)]['first_response_s']:6.2f}  <= 5    "
+          f"{'met' if by[(cs, big)]['first_response_s'] <= 5 else 'NOT MET'}")
+    if args.json:
+        with open(args.json, "w") as handle:
+            json.dump(rows, handle, indent=1)
+
+
+if __name__ == "__main__":
+    main()
