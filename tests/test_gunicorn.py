@@ -60,3 +60,35 @@ def test_concurrent_completes_of_one_state_one_wins(server):
         statuses = sorted(pool.map(lambda i: server.request(
             "POST", f"/services/{sid}/states/{stid}/end", {"disposition": i})[0], range(24)))
     assert statuses == [204] + [409] * 23
+
+
+def test_compactions_under_concurrent_writers_lose_nothing(tmp_path):
+    """A tiny compaction threshold makes the workers replace the file under each
+    other many times while they write and read."""
+    server = Server(str(tmp_path / "contextsvc.json"), workers=4, extra_env={
+        "CONTEXTSVC_STORAGE_COMPACT_MIN_BYTES": "20000",
+        "CONTEXTSVC_STORAGE_COMPACT_RATIO": "1.3"})
+    try:
+        sids = [server.request("POST", "/services/start", {"customer_id": "compact"})[1]
+                ["service_id"] for _ in range(8)]
+
+        def work(i):
+            sid = sids[i % len(sids)]
+            status, body, _ = server.request("POST", f"/services/{sid}/states/start",
+                                             {"pad": "x" * 300, "i": i})
+            assert status == 201, body
+            assert server.request("GET", f"/services/{sid}")[0] == 200
+            return sid, body["state_id"]
+
+        with ThreadPoolExecutor(12) as pool:
+            done = list(pool.map(work, range(240)))
+        for sid in sids:
+            _, states, _ = server.request("GET", f"/services/{sid}/states")
+            mine = sorted(stid for s, stid in done if s == sid)
+            assert sorted(s["state_id"] for s in states) == mine == list(range(1, 31))
+        _, listed, _ = server.request("GET", "/customers/compact/services")
+        assert sorted(s["service_id"] for s in listed) == sids
+        # without compaction the records alone would pass 1 MB
+        assert len((tmp_path / "contextsvc.json").read_bytes().rstrip()) < 300_000
+    finally:
+        server.stop()

@@ -83,9 +83,6 @@ def _string(raw: bytes) -> str | None:
 
 def _keys(body: bytes) -> Keys | None:
     """The index keys of a stored document, or None when it is not one."""
-    match = _KEYS.match(body)
-    if match is not None and body.endswith(b"}"):
-        return _string(match.group(1)), _string(match.group(2))
     try:  # not in our own layout (written by another tool): parse it all
         doc = json.loads(body)
     except ValueError:
@@ -181,7 +178,10 @@ class LogFile:
         return False, self._scan(self._end)
 
     def read(self, loc: Location) -> dict[str, Any]:
-        return json.loads(os.pread(self._fd, loc[1], loc[0]))
+        try:
+            return json.loads(os.pread(self._fd, loc[1], loc[0]))
+        except ValueError:
+            raise StoreCorrupt(f"{self.path} is damaged at byte {loc[0]}") from None
 
     def read_raw(self, loc: Location) -> bytes:
         return os.pread(self._fd, loc[1], loc[0])
@@ -258,18 +258,20 @@ class LogFile:
         self._end, self._count, self._garbage = good, count, max(good, 1)
 
     def _parse(self, line: bytes, offset: int) -> Record | None:
-        if not line.endswith(b"\n"):
-            return None
         match = _RECORD.match(line)
-        if match is None:
+        if match is None or not line.endswith(b"}\n"):
             return None
-        body = line[match.end():-1]
-        loc = (offset + match.end(), len(body))
+        start = match.end()
+        loc = (offset + start, len(line) - start - 1)
         sid = int(match.group(1))
+        keys = _KEYS.match(line, start)  # our own layout: no need to parse it all
+        if keys is not None:
+            return sid, loc, (_string(keys.group(1)), _string(keys.group(2)))
+        body = line[start:-1]
         if body == TOMBSTONE:
             return sid, loc, None
-        keys = _keys(body)
-        return None if keys is None else (sid, loc, keys)
+        parsed = _keys(body)
+        return None if parsed is None else (sid, loc, parsed)
 
     def _check_tail(self, offset: int) -> None:
         """A bad line is a torn write only if no good record follows it."""
