@@ -46,7 +46,7 @@ def test_sigkill_during_writes_loses_no_acknowledged_write(tmp_path, round_):
     db = str(tmp_path / "contextsvc.json")
     acked: dict = {}
     errors: list = []
-    for life in range(2):  # kill, restart on the same file, write more, kill again
+    for _life in range(2):  # kill, restart on the same file, write more, kill again
         server = Server(db, workers=4)
         stop = threading.Event()
         threads = [threading.Thread(target=storm, args=(server, stop, acked, errors))
