@@ -6,8 +6,10 @@
 Each server runs under ``gunicorn -w 4`` on loopback and is driven by wrk (installed
 with apt-get when missing). Stores are preloaded with N services, each with 2 states
 x 2 tasks and a few hundred bytes of attached data, spread over N/10 customers.
-Prints req/s, p50/p99 latency and the RSS of master + workers, with the ratios the
-targets are stated in.
+Every server starts from a copy of its preloaded store; the systems take turns over
+several rounds (alternating order) and the table shows the median of each figure.
+Prints req/s, p50/p99 latency, the RSS of master + workers and the time to the
+first response after start, with the ratios the targets are stated in.
 """
 
 from __future__ import annotations
@@ -162,29 +164,66 @@ def wrk(port: int, script: str, seconds: int, connections: int, customers: int) 
 
 
 # ---------------------------------------------------------------- the run
-def measure(system: str, size: int, args: argparse.Namespace, loads: tuple[str, ...]) -> dict:
+PLAN = [  # (system, store size key, loads)
+    ("contextsvc", "empty", ("start",)),
+    ("contextsvc", "small", ("query",)),
+    ("contextsvc", "large", ("start", "query")),
+    ("sqlite", "empty", ("start",)),
+    ("sqlite", "small", ("query",)),
+    ("sqlite", "large", ("start", "query")),
+    ("bare-flask", "empty", ("start",)),
+]
+
+
+def prepare(args: argparse.Namespace, sizes: dict[str, int]) -> dict[tuple[str, str], str]:
+    """Preload each store once; every round starts from a copy of it."""
     global PRELOAD_CUSTOMERS
-    app, env_of, preload = SYSTEMS[system]
-    workdir = tempfile.mkdtemp(prefix=f"bench-{system}-", dir=args.workdir)
-    PRELOAD_CUSTOMERS = max(1, size // 10)
-    t0 = time.monotonic()
-    if size:
-        preload(workdir, size)
-    preload_s = time.monotonic() - t0
+    pristine = {}
+    for system, size_key, _ in PLAN:
+        workdir = tempfile.mkdtemp(prefix=f"bench-{system}-{size_key}-", dir=args.workdir)
+        PRELOAD_CUSTOMERS = max(1, sizes[size_key] // 10)
+        if sizes[size_key]:
+            SYSTEMS[system][2](workdir, sizes[size_key])
+        pristine[(system, size_key)] = workdir
+        print(f"  preloaded {system} with {sizes[size_key]:,} services", file=sys.stderr,
+              flush=True)
+    return pristine
+
+
+def measure(system: str, size: int, pristine: str, args: argparse.Namespace,
+            loads: tuple[str, ...]) -> dict:
+    app, env_of, _ = SYSTEMS[system]
+    workdir = tempfile.mkdtemp(prefix=f"bench-{system}-run-", dir=args.workdir)
+    shutil.rmtree(workdir)
+    shutil.copytree(pristine, workdir)
     server = Server(app, env_of(workdir))
-    row = {"system": system, "size": size, "preload_s": preload_s,
-           "first_response_s": server.first_response}
+    row = {"first_response_s": server.first_response}
     try:
         for load in loads:
             script = {"start": "start.lua", "query": "query.lua"}[load]
-            wrk(server.port, script, 2, args.connections, PRELOAD_CUSTOMERS)  # warm-up
+            wrk(server.port, script, 2, args.connections, max(1, size // 10))  # warm-up
             row[load] = wrk(server.port, script, args.seconds, args.connections,
-                            PRELOAD_CUSTOMERS)
+                            max(1, size // 10))
         row["rss_mb"] = server.rss_mb()
     finally:
         server.stop()
         shutil.rmtree(workdir, ignore_errors=True)
-    print(f"  measured {system} at {size:,} services", file=sys.stderr, flush=True)
+    return row
+
+
+def median_row(rounds: list[dict]) -> dict:
+    """The median of each figure over the rounds."""
+    def med(values: list[float]) -> float:
+        values = sorted(values)
+        return values[len(values) // 2]
+
+    row = {key: med([r[key] for r in rounds]) for key in ("first_response_s", "rss_mb")}
+    for load in ("start", "query"):
+        if load in rounds[0]:
+            row[load] = {key: med([r[load][key] for r in rounds])
+                         for key in ("rps", "p50_us", "p99_us")}
+            row[load]["non2xx"] = sum(r[load]["non2xx"] for r in rounds)
+            row[load]["socket_errors"] = sum(r[load]["socket_errors"] for r in rounds)
     return row
 
 
@@ -203,6 +242,8 @@ def main() -> None:
     parser.add_argument("--services", type=int, default=100_000, help="large store size")
     parser.add_argument("--small", type=int, default=1_000, help="small store size")
     parser.add_argument("--seconds", type=int, default=10, help="seconds per load")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="interleaved rounds; the table shows medians")
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--workdir", default=None, help="where the stores go (a local disk)")
     parser.add_argument("--json", help="also write the raw results here")
@@ -212,17 +253,28 @@ def main() -> None:
         subprocess.run(["apt-get", "install", "-y", "-qq", "wrk"], check=True,
                        stdout=subprocess.DEVNULL)
 
-    rows = []
-    for system in ("contextsvc", "sqlite"):
-        rows.append(measure(system, 0, args, ("start",)))
-        rows.append(measure(system, args.small, args, ("query",)))
-        rows.append(measure(system, args.services, args, ("start", "query")))
-    rows.append(measure("bare-flask", 0, args, ("start",)))
+    sizes = {"empty": 0, "small": args.small, "large": args.services}
+    pristine = prepare(args, sizes)
+    results: dict[tuple[str, str], list[dict]] = {}
+    try:
+        for round_ in range(args.rounds):
+            # alternate the order, so that neither system always runs first
+            plan = PLAN if round_ % 2 == 0 else PLAN[::-1]
+            for system, size_key, loads in plan:
+                results.setdefault((system, size_key), []).append(
+                    measure(system, sizes[size_key], pristine[(system, size_key)], args, loads))
+            print(f"  round {round_ + 1} of {args.rounds} done", file=sys.stderr, flush=True)
+    finally:
+        for workdir in pristine.values():
+            shutil.rmtree(workdir, ignore_errors=True)
+    rows = [{"system": system, "size": sizes[size_key], **median_row(results[(system, size_key)])}
+            for system, size_key, _ in PLAN]
 
     by = {(r["system"], r["size"]): r for r in rows}
     print(f"\nmachine: {platform.machine()}, {os.cpu_count()} cores, Python "
           f"{platform.python_version()}, SQLite {sqlite3.sqlite_version}; gunicorn -w 4, "
-          f"wrk -t2 -c{args.connections}, {args.seconds} s per load")
+          f"wrk -t2 -c{args.connections}, {args.seconds} s per load; median of "
+          f"{args.rounds} interleaved rounds")
     print(f"\n{'system':<11} {'services':>8} | {'start req/s':>9} {'p50 ms':>8} {'p99 ms':>8} | "
           f"{'query req/s':>9} {'p50 ms':>8} {'p99 ms':>8} | {'RSS MB':>7} {'1st resp s':>10}")
     for r in rows:
@@ -261,7 +313,8 @@ def main() -> None:
           f"{'met' if by[(cs, big)]['first_response_s'] <= 5 else 'NOT MET'}")
     if args.json:
         with open(args.json, "w") as handle:
-            json.dump(rows, handle, indent=1)
+            json.dump({"rows": rows, "rounds": {f"{k[0]}/{k[1]}": v
+                                                for k, v in results.items()}}, handle, indent=1)
 
 
 if __name__ == "__main__":
