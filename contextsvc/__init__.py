@@ -14,7 +14,7 @@ BASE_PATHS = ("/genesys/1/cs", "")
 
 def create_app(test_config: Mapping[str, Mapping[str, Any]] | None = None) -> Flask:
     """Build the WSGI app. ``test_config`` overrides settings: ``{section: {key: value}}``."""
-    from . import config, errors, services, states, tasks
+    from . import config, docs, errors, services, states, tasks
     from .web import StoreHolder
 
     settings = config.load(test_config)
@@ -27,6 +27,7 @@ def create_app(test_config: Mapping[str, Mapping[str, Any]] | None = None) -> Fl
         for base in BASE_PATHS:
             app.register_blueprint(bp, url_prefix=base or None,
                                    name=bp.name if base else f"{bp.name}_root")
+    app.register_blueprint(docs.bp, url_prefix=BASE_PATHS[0])
     holder = StoreHolder(settings)
     app.extensions["contextsvc"] = holder
     holder.get()  # open (and check) the store now: a damaged file stops the start

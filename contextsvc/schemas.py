@@ -228,3 +228,83 @@ def query_args(args: Any) -> dict[str, Any]:
         values = [v for v in values if v]
         parsed[key] = values or None  # an empty value filters nothing
     return parsed
+
+
+# ---------------------------------------------------------------- representations
+# What the server returns, for the OpenAPI document. Rendering itself is done by
+# :mod:`contextsvc.rules`; tests check that responses conform to these.
+
+class _Open(Schema):
+    class Meta:
+        unknown = "include"  # documents attached data: additionalProperties
+
+
+class Event(_Open):
+    timestamp = Timestamp(required=True)
+    session_id = String(32)
+    interaction_id = String(50)
+    application_type = IntOrString()
+    application_id = Integer()
+    resource_type = IntOrString()
+    resource_id = Integer()
+    media_type = IntOrString()
+
+
+class _Resource(_Open):
+    est_duration = Integer()
+    started = fields.Nested(Event, required=True)
+    completed = fields.Nested(Event)
+    disposition = IntOrString()
+    disposition_desc = String(64)
+    duration = fields.Integer(strict=True, validate=validate.Range(min=0),
+                              metadata={"description": "milliseconds, completed only"})
+
+
+class Task(_Resource):
+    service_id = fields.Integer(strict=True, metadata={"description": "top-level tasks only"})
+    task_id = Id()
+    task_type = IntOrString()
+    state_id = Id()
+
+
+class State(_Resource):
+    service_id = fields.Integer(strict=True, metadata={"description": "top-level states only"})
+    state_id = Id()
+    state_type = IntOrString()
+    previous_state_id = Id()
+    active_tasks = fields.List(fields.Nested(Task))
+    completed_tasks = fields.List(fields.Nested(Task))
+
+
+class Service(_Resource):
+    service_id = fields.Integer(strict=True, required=True)
+    customer_id = String(256, 1)
+    contact_key = String(256, 1)
+    service_type = IntOrString()
+    active_states = fields.List(fields.Nested(State))
+    completed_states = fields.List(fields.Nested(State))
+    active_tasks = fields.List(fields.Nested(Task))
+    completed_tasks = fields.List(fields.Nested(Task))
+
+
+class Transition(SharedEvent):
+    from_ = fields.Nested(TransitionFrom, data_key="from", required=True)
+    to = fields.Nested(TransitionTo, required=True)
+
+
+class ServiceCreated(Schema):
+    service_id = fields.Integer(strict=True, required=True)
+
+
+class StateCreated(Schema):
+    state_id = Id()
+
+
+class TaskCreated(Schema):
+    task_id = Id()
+
+
+class Error(Schema):
+    message = fields.String(required=True)
+    exception = fields.String(required=True)
+    errors = fields.Dict(keys=fields.String(), values=fields.List(fields.String()))

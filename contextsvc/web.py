@@ -12,11 +12,12 @@ from flask import current_app, jsonify, request, url_for
 from . import jsonbody, schemas
 from .store import Store, open_store
 
-MAX_SERVICE_ID = 2**53 - 1
-MAX_SUB_ID = 2**31 - 1
-SID = f"<int(min=1, max={MAX_SERVICE_ID}):sid>"
-STID = f"<int(min=1, max={MAX_SUB_ID}):stid>"
-TID = f"<int(min=1, max={MAX_SUB_ID}):tid>"
+# Plain int converters: with min/max, werkzeug answers 405 instead of 404 when an
+# out-of-range id meets a method the route does not serve. An id that names no
+# resource (0, or past the largest) is a 404 from the store, for every method.
+SID = "<int:sid>"
+STID = "<int:stid>"
+TID = "<int:tid>"
 
 
 class StoreHolder:

@@ -237,3 +237,15 @@ def test_error_shape_has_field_errors(client):
                         400, "ValidationError")
     assert set(body["errors"]) == {"contact_key", "service_id"}
     assert all(isinstance(m, list) and m for m in body["errors"].values())
+
+
+@pytest.mark.parametrize("method, path, status", [
+    ("get", "/services/0", 404), ("delete", "/services/0", 404),
+    ("post", "/services/0/end", 404), ("get", "/services/9007199254740992", 404),
+    ("delete", "/services/9007199254740992", 404), ("get", "/services/{sid}/states/0", 404),
+    ("post", "/services/{sid}/tasks/2147483648/end", 404),
+    ("delete", "/services/{sid}/states/0", 405),  # no DELETE route for states at all
+])
+def test_ids_out_of_range_name_nothing(client, sid, method, path, status):
+    r = getattr(client, method)(path.format(sid=sid))
+    assert_error(r, status, "NotFoundException" if status == 404 else "MethodNotAllowed")
