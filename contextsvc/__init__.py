@@ -14,7 +14,7 @@ BASE_PATHS = ("/genesys/1/cs", "")
 
 def create_app(test_config: Mapping[str, Mapping[str, Any]] | None = None) -> Flask:
     """Build the WSGI app. ``test_config`` overrides settings: ``{section: {key: value}}``."""
-    from . import config, docs, errors, services, states, tasks
+    from . import config, docs, errors, logs, services, states, tasks
     from .web import StoreHolder
 
     settings = config.load(test_config)
@@ -23,6 +23,7 @@ def create_app(test_config: Mapping[str, Mapping[str, Any]] | None = None) -> Fl
     app.config["MAX_CONTENT_LENGTH"] = settings["limits"]["max_body_bytes"]
     app.json.sort_keys = False  # the representation's field order is part of its readability
     errors.register(app)
+    logs.setup(app, settings["logging"]["level"])
     for bp in (services.bp, states.bp, tasks.bp):
         for base in BASE_PATHS:
             app.register_blueprint(bp, url_prefix=base or None,

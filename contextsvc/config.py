@@ -28,7 +28,12 @@ SCHEMA: dict[str, dict[str, tuple[Any, type]]] = {
         "max_key_length": (256, int),
         "max_string_length": (65536, int),
     },
+    "logging": {
+        "level": ("info", str),
+    },
 }
+
+LEVELS = ("debug", "info", "warning", "error")
 
 ENGINES = ("file", "memory")
 
@@ -97,6 +102,8 @@ def load(test_config: Mapping[str, Mapping[str, Any]] | None = None,
                 if section not in SCHEMA or key not in SCHEMA[section]:
                     raise ConfigError(f"unknown setting [{section}] {key}")
                 settings[section][key] = _convert(section, key, raw, SCHEMA[section][key][1])
+    if settings["logging"]["level"].lower() not in LEVELS:
+        raise ConfigError(f"[logging] level: one of {', '.join(LEVELS)}")
     if settings["storage"]["engine"] not in ENGINES:
         raise ConfigError(f"[storage] engine: one of {', '.join(ENGINES)}")
     settings["storage"]["path"] = os.path.abspath(settings["storage"]["path"])

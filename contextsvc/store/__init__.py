@@ -11,6 +11,7 @@ No Flask here: errors are the domain errors of :mod:`contextsvc.errors`.
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 from collections.abc import Callable, Iterable
@@ -22,6 +23,7 @@ from .memory import MemoryLog
 
 __all__ = ["Store", "LogFile", "MemoryLog", "open_store"]
 
+log = logging.getLogger(__name__)
 MAX_SERVICE_ID = 2**53 - 1
 T = TypeVar("T")
 Doc = dict[str, Any]
@@ -162,7 +164,10 @@ class Store:
             self._apply(sid, loc, None if doc is None else keys_of(doc))
         size = self.engine.size()
         if size > self.compact_min_bytes and size > self.compact_ratio * self._live:
-            self._compact()
+            try:
+                self._compact()
+            except StoreFailure as exc:  # the write itself is done; compact another time
+                log.warning("compaction postponed: %s", exc.message)
 
     def compact(self) -> None:
         """Rewrite the file with only the newest version of each live service."""
