@@ -218,8 +218,13 @@ def select_tasks(doc: Doc, args: Doc, status: str | None) -> list[Doc]:
 
 
 # ------------------------------------------------------------------ rendering
+_FIELD_SETS: dict[tuple[str, ...], frozenset[str]] = {}
+
+
 def _render(resource: Doc, fields: tuple[str, ...], extensions: list[str] | None) -> Doc:
-    out = {key: resource[key] for key in fields if resource.get(key) is not None}
+    names = _FIELD_SETS.get(fields) or _FIELD_SETS.setdefault(fields, frozenset(fields))
+    # one pass over the stored document, in its order (the id comes first)
+    out = {key: value for key, value in resource.items() if key in names and value is not None}
     data = resource.get("data", {})
     if extensions is None:
         out.update(data)
@@ -255,12 +260,14 @@ def render_state(state: Doc, doc: Doc, args: Doc, top: bool = True) -> Doc:
 
 def render_service(doc: Doc, args: Doc) -> Doc:
     out = _render(doc, SERVICE_FIELDS, args.get("extensions"))
-    states = _ordered(doc["states"], "state_id")
-    if args.get("active_states"):
-        out["active_states"] = [render_state(s, doc, args, top=False) for s in states
-                                if is_active(s)]
-    if args.get("completed_states"):
-        out["completed_states"] = [render_state(s, doc, args, top=False) for s in states
-                                   if not is_active(s)]
-    out.update(_tasks(doc["tasks"], args))
+    if args.get("active_states") or args.get("completed_states"):
+        states = _ordered(doc["states"], "state_id")
+        if args.get("active_states"):
+            out["active_states"] = [render_state(s, doc, args, top=False) for s in states
+                                    if is_active(s)]
+        if args.get("completed_states"):
+            out["completed_states"] = [render_state(s, doc, args, top=False) for s in states
+                                       if not is_active(s)]
+    if args.get("active_tasks") or args.get("completed_tasks"):
+        out.update(_tasks(doc["tasks"], args))
     return out

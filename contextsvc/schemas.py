@@ -239,15 +239,13 @@ class _Open(Schema):
         unknown = "include"  # documents attached data: additionalProperties
 
 
-class Event(_Open):
+class Event(SharedEvent):
+    """A ``started`` or ``completed`` object: the event's timestamp and shared fields."""
+
+    class Meta:
+        unknown = "include"
+
     timestamp = Timestamp(required=True)
-    session_id = String(32)
-    interaction_id = String(50)
-    application_type = IntOrString()
-    application_id = Integer()
-    resource_type = IntOrString()
-    resource_id = Integer()
-    media_type = IntOrString()
 
 
 class _Resource(_Open):

@@ -63,6 +63,9 @@ Keys = tuple["str | None", "str | None"]  # (customer_id, contact_key)
 Record = tuple[int, Location, "Keys | None"]  # None: the service was deleted
 
 
+_decode = json.JSONDecoder().decode  # json.loads(bytes) would guess the encoding each time
+
+
 def _dumps(doc: dict[str, Any]) -> bytes:
     """One line of JSON with the index keys first. ensure_ascii: lone surrogates
     from JSON escapes survive the round trip."""
@@ -179,8 +182,8 @@ class LogFile:
 
     def read(self, loc: Location) -> dict[str, Any]:
         try:
-            return json.loads(os.pread(self._fd, loc[1], loc[0]))
-        except ValueError:
+            return _decode(os.pread(self._fd, loc[1], loc[0]).decode())
+        except ValueError:  # UnicodeDecodeError included
             raise StoreCorrupt(f"{self.path} is damaged at byte {loc[0]}") from None
 
     def read_raw(self, loc: Location) -> bytes:
