@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from flask import Blueprint
+from marshmallow import ValidationError
 
 from . import rules, schemas
+from .errors import invalid
 from .web import SID, args, body_object, body_value, created, empty, ok, store
 
 bp = Blueprint("services", __name__)
@@ -39,7 +41,10 @@ def delete_service(sid: int):
 
 @bp.post(f"/customers/<customer_id>/services/{SID}")
 def associate(customer_id: str, sid: int):
-    loaded, _ = schemas.split({"customer_id": customer_id}, S["ServiceStart"])
+    try:  # the path's customer id is checked as the body field is (1 to 256 characters)
+        S["ServiceStart"].fields["customer_id"].deserialize(customer_id)
+    except ValidationError as exc:
+        raise invalid({"customer_id": exc.messages}, "path") from None
     loaded, attached = schemas.split(body_object(), S["Associate"],
                                      ignore=("customer_id", "contact_key"))
     _, doc = store().update_service(

@@ -10,6 +10,7 @@ from typing import Any
 from flask import current_app, jsonify, request, url_for
 
 from . import jsonbody, schemas
+from .errors import Invalid
 from .store import Store, open_store
 
 # Plain int converters: with min/max, werkzeug answers 405 instead of 404 when an
@@ -56,7 +57,7 @@ def body_object(required: bool = False) -> dict[str, Any]:
 def body_value() -> Any:
     value = jsonbody.parse(request.get_data(cache=False), request.mimetype, limits())
     if value is jsonbody.ABSENT:
-        raise jsonbody.Invalid("A JSON value body is required", {"_body": ["body is required"]})
+        raise Invalid("A JSON value body is required", {"_body": ["body is required"]})
     return value
 
 

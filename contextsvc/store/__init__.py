@@ -1,8 +1,10 @@
 """Persistence of service documents: plain dicts in, fresh copies out.
 
 :class:`Store` is the whole interface the rest of the service uses. Each method is
-one unit of work: it runs under the engine's lock, sees every write acknowledged by
-any worker before it, and either writes durably or changes nothing. The engine
+one unit of work: it runs under the engine's lock and sees every write acknowledged
+by any worker before it. A writing method returns only once its write is flushed
+to disk; when the write fails, nothing changes (when only the flush fails, it
+raises although other workers may already read the write). The engine
 underneath (:class:`LogFile`, or :class:`MemoryLog` for tests and demos) only moves
 bytes; the indexes by ``customer_id`` and ``contact_key`` live here.
 
