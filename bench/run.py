@@ -105,8 +105,8 @@ class Server:
         self.port = free_port()
         self.started = time.monotonic()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "-w", str(workers), "-b",
-             f"127.0.0.1:{self.port}", "--timeout", "120", app],
+            [sys.executable, "-m", "gunicorn", "-c", "python:contextsvc.gunicorn_conf",
+             "-w", str(workers), "-b", f"127.0.0.1:{self.port}", "--timeout", "120", app],
             cwd=ROOT, env={**os.environ, **env}, stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL, start_new_session=True)
         self.first_response = self._wait()

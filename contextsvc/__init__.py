@@ -5,11 +5,15 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from flask import Flask
+from flask import Flask, Response
 
 __version__ = "0.1.0"
 
 BASE_PATHS = ("/genesys/1/cs", "")
+
+
+class _Response(Response):
+    default_mimetype = None  # a response without a body type (204, OPTIONS) has no Content-Type
 
 
 def create_app(test_config: Mapping[str, Mapping[str, Any]] | None = None) -> Flask:
@@ -19,8 +23,12 @@ def create_app(test_config: Mapping[str, Mapping[str, Any]] | None = None) -> Fl
 
     settings = config.load(test_config)
     app = Flask(__name__)
+    app.response_class = _Response
     app.config["CONTEXTSVC"] = settings
-    app.config["MAX_CONTENT_LENGTH"] = settings["limits"]["max_body_bytes"]
+    # One byte more than the limit: werkzeug may cut a chunked body at this size
+    # instead of refusing it, and the body reader answers 413 for anything longer
+    # than the limit itself.
+    app.config["MAX_CONTENT_LENGTH"] = settings["limits"]["max_body_bytes"] + 1
     app.json.sort_keys = False  # the representation's field order is part of its readability
     errors.register(app)
     logs.setup(app, settings["logging"]["level"])

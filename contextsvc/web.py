@@ -8,6 +8,7 @@ import threading
 from typing import Any
 
 from flask import current_app, jsonify, request, url_for
+from werkzeug.exceptions import HTTPException
 
 from . import jsonbody, schemas
 from .errors import Invalid
@@ -49,13 +50,22 @@ def limits() -> dict[str, int]:
     return current_app.config["CONTEXTSVC"]["limits"]
 
 
+def _raw_body() -> bytes:
+    try:
+        return request.get_data(cache=False)
+    except HTTPException:
+        raise  # 413 and the like, rendered by the error handler
+    except Exception as exc:  # broken chunking, a client that went away mid-body...
+        raise Invalid("The request body could not be read",
+                      {"_body": [f"unreadable body: {type(exc).__name__}"]}) from None
+
+
 def body_object(required: bool = False) -> dict[str, Any]:
-    return jsonbody.parse_object(request.get_data(cache=False), request.mimetype, limits(),
-                                 required=required)
+    return jsonbody.parse_object(_raw_body(), request.mimetype, limits(), required=required)
 
 
 def body_value() -> Any:
-    value = jsonbody.parse(request.get_data(cache=False), request.mimetype, limits())
+    value = jsonbody.parse(_raw_body(), request.mimetype, limits())
     if value is jsonbody.ABSENT:
         raise Invalid("A JSON value body is required", {"_body": ["body is required"]})
     return value
@@ -78,6 +88,4 @@ def ok(payload: Any):
 
 def empty(status: int = 204):
     """A response with no body, and so no Content-Type."""
-    response = current_app.response_class(status=status)
-    del response.headers["Content-Type"]
-    return response
+    return current_app.response_class(status=status)

@@ -28,7 +28,8 @@ class Server:
         env.pop("CONTEXTSVC_CONFIG", None)
         self.log = open(db_path + ".gunicorn.log", "wb")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "-w", str(workers), "-b",
+            [sys.executable, "-m", "gunicorn", "-c", "python:contextsvc.gunicorn_conf",
+             "-w", str(workers), "-b",
              f"127.0.0.1:{self.port}", "--graceful-timeout", "2", "wsgi:app"],
             cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT,
             start_new_session=True)

@@ -1,5 +1,6 @@
 """Several gunicorn workers on one store file: every write lands, every worker sees it."""
 
+import json
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -92,3 +93,59 @@ def test_compactions_under_concurrent_writers_lose_nothing(tmp_path):
         assert len((tmp_path / "contextsvc.json").read_bytes().rstrip()) < 300_000
     finally:
         server.stop()
+
+
+def raw_request(server, data: bytes) -> tuple[int, str, bytes]:
+    """Send bytes as they are; return (status, content type, body)."""
+    import socket
+
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(data)
+        chunks = []
+        while chunk := sock.recv(65536):
+            chunks.append(chunk)
+    head, _, body = b"".join(chunks).partition(b"\r\n\r\n")
+    lines = head.decode("latin1").split("\r\n")
+    headers = dict(line.split(": ", 1) for line in lines[1:])
+    return int(lines[0].split()[1]), headers.get("Content-Type", ""), body
+
+
+def test_chunked_body_over_the_limit_is_413(server):
+    import http.client
+    import json
+
+    body = json.dumps({"contact_key": "chunked", "pad": "x" * (2 * 1024 * 1024)}).encode()
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+    conn.request("POST", "/services/start", body=iter([body[i:i + 65536] for i in range(
+        0, len(body), 65536)]), headers={"Content-Type": "application/json"},
+        encode_chunked=True)
+    response = conn.getresponse()
+    assert response.status == 413
+    assert json.loads(response.read())["exception"] == "PayloadTooLarge"
+    conn.close()
+    small = json.dumps({"contact_key": "chunked"}).encode()
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+    conn.request("POST", "/services/start", body=iter([small]),
+                 headers={"Content-Type": "application/json"}, encode_chunked=True)
+    assert conn.getresponse().status == 201
+    conn.close()
+
+
+@pytest.mark.parametrize("data, status", [
+    (b"GET /services/anonymous/" + b"a" * 9000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", 414),
+    (b"NOT AN HTTP REQUEST\r\n\r\n", 400),
+    (b"GET /services/1 HTTP/1.1\r\nHost: x\r\nBad Header\r\n\r\n", 400),
+    (b"GET /services/1 HTTP/1.1\r\nHost: x\r\n" + b"X-Big: " + b"y" * 9000 + b"\r\n\r\n", 431),
+    (b"POST /services/start HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", 400),
+])
+def test_malformed_http_gets_a_json_error_too(server, data, status):
+    code, content_type, body = raw_request(server, data)
+    assert code == status and content_type == "application/json"
+    error = json.loads(body)
+    assert {"message", "exception"} <= set(error) and isinstance(error["message"], str)
+
+
+def test_options_and_empty_answers_have_no_html_type(server):
+    code, content_type, body = raw_request(
+        server, b"OPTIONS /services/1 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    assert code == 200 and "html" not in content_type and body == b""
