@@ -33,12 +33,12 @@ BENCH = os.path.join(ROOT, "bench")
 
 
 # ---------------------------------------------------------------- preloading
-def build_service(sid: int, i: int) -> dict:
+def build_service(sid: int, i: int, customers: int) -> dict:
     from contextsvc import rules
 
     stamp = f"2026-{1 + i % 12:02d}-{1 + i % 28:02d}T{i % 24:02d}:00:00.000Z"
     doc = rules.new_service(
-        sid, {"customer_id": f"cust-{i % max(1, PRELOAD_CUSTOMERS)}",
+        sid, {"customer_id": f"cust-{i % customers}",
               "contact_key": f"+1-408-555-{i:07d}", "service_type": 100 + i % 5,
               "timestamp": stamp, "interaction_id": f"IX-{i:010d}", "media_type": "voice"},
         {"coupon": {"coupon_name": "DISCOUNTCODE15"}, "satisfaction": {"score": 85},
@@ -52,16 +52,14 @@ def build_service(sid: int, i: int) -> dict:
     return doc
 
 
-PRELOAD_CUSTOMERS = 1
-
-
 def preload_contextsvc(path: str, n: int) -> None:
     from contextsvc.store import LogFile, Store
 
     store = Store(LogFile(path))
+    customers = max(1, n // 10)
     batch = 2000
     for start in range(0, n, batch):
-        store.create_services([lambda sid, i=i: build_service(sid, i)
+        store.create_services([lambda sid, i=i: build_service(sid, i, customers)
                                for i in range(start, min(n, start + batch))])
     store.close()
 
@@ -71,9 +69,10 @@ def preload_sqlite(path: str, n: int) -> None:
     from baseline_sqlite import connect
 
     conn = connect(path)
+    customers = max(1, n // 10)
     conn.execute("BEGIN")
     for i in range(n):
-        doc = build_service(i + 1, i)
+        doc = build_service(i + 1, i, customers)
         conn.execute("INSERT INTO services (customer_id, contact_key, doc) VALUES (?, ?, ?)",
                      (doc["customer_id"], doc["contact_key"],
                       json.dumps({k: v for k, v in doc.items() if k != "service_id"})))
@@ -177,11 +176,9 @@ PLAN = [  # (system, store size key, loads)
 
 def prepare(args: argparse.Namespace, sizes: dict[str, int]) -> dict[tuple[str, str], str]:
     """Preload each store once; every round starts from a copy of it."""
-    global PRELOAD_CUSTOMERS
     pristine = {}
     for system, size_key, _ in PLAN:
         workdir = tempfile.mkdtemp(prefix=f"bench-{system}-{size_key}-", dir=args.workdir)
-        PRELOAD_CUSTOMERS = max(1, sizes[size_key] // 10)
         if sizes[size_key]:
             SYSTEMS[system][2](workdir, sizes[size_key])
         pristine[(system, size_key)] = workdir

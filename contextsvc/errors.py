@@ -83,8 +83,8 @@ def invalid(errors: dict[str, list[str]], what: str = "request") -> Invalid:
     return Invalid(f"Invalid {what}: {first[0]}: {first[1][0]}{more}", errors)
 
 
-# werkzeug's names for the statuses whose exception name the contract fixes
-_HTTP_NAMES = {
+# the exception names the contract gives to HTTP statuses
+HTTP_NAMES = {
     400: "ValidationError",
     404: "NotFoundException",
     405: "MethodNotAllowed",
@@ -125,7 +125,7 @@ def register(app: Any) -> None:
     @app.errorhandler(HTTPException)
     def _http(exc: HTTPException):
         status = exc.code or 500
-        name = _HTTP_NAMES.get(status) or type(exc).__name__
+        name = HTTP_NAMES.get(status) or type(exc).__name__
         headers = {}
         if status == 405 and getattr(exc, "valid_methods", None):
             headers["Allow"] = ", ".join(sorted(exc.valid_methods))

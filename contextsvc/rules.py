@@ -20,18 +20,18 @@ from .errors import Conflict, Invalid, NotFound
 Doc = dict[str, Any]
 LIFTED = ("est_duration", "disposition", "disposition_desc")
 
-SERVICE_FIELDS = ("service_id", "customer_id", "contact_key", "service_type", "est_duration",
-                  "started", "completed", "disposition", "disposition_desc", "duration")
-STATE_FIELDS = ("state_id", "state_type", "previous_state_id", "est_duration", "started",
-                "completed", "disposition", "disposition_desc", "duration")
-TASK_FIELDS = ("task_id", "task_type", "state_id", "est_duration", "started", "completed",
-               "disposition", "disposition_desc", "duration")
+_COMMON = ("est_duration", "started", "completed", "disposition", "disposition_desc",
+           "duration")
+SERVICE_FIELDS = frozenset(("service_id", "customer_id", "contact_key", "service_type")
+                           + _COMMON)
+STATE_FIELDS = frozenset(("state_id", "state_type", "previous_state_id") + _COMMON)
+TASK_FIELDS = frozenset(("task_id", "task_type", "state_id") + _COMMON)
 
 # names an extension key may not take, per resource
 _NOT_EXTENSIONS = {
-    "service": schemas.RESERVED | set(SERVICE_FIELDS) | set(schemas.SCHEMAS["ServiceStart"].fields),
-    "state": schemas.RESERVED | set(STATE_FIELDS) | set(schemas.SCHEMAS["StateStart"].fields),
-    "task": schemas.RESERVED | set(TASK_FIELDS) | set(schemas.SCHEMAS["TaskStart"].fields),
+    "service": schemas.RESERVED | SERVICE_FIELDS | set(schemas.SCHEMAS["ServiceStart"].fields),
+    "state": schemas.RESERVED | STATE_FIELDS | set(schemas.SCHEMAS["StateStart"].fields),
+    "task": schemas.RESERVED | TASK_FIELDS | set(schemas.SCHEMAS["TaskStart"].fields),
 }
 
 
@@ -218,13 +218,9 @@ def select_tasks(doc: Doc, args: Doc, status: str | None) -> list[Doc]:
 
 
 # ------------------------------------------------------------------ rendering
-_FIELD_SETS: dict[tuple[str, ...], frozenset[str]] = {}
-
-
-def _render(resource: Doc, fields: tuple[str, ...], extensions: list[str] | None) -> Doc:
-    names = _FIELD_SETS.get(fields) or _FIELD_SETS.setdefault(fields, frozenset(fields))
+def _render(resource: Doc, fields: frozenset[str], extensions: list[str] | None) -> Doc:
     # one pass over the stored document, in its order (the id comes first)
-    out = {key: value for key, value in resource.items() if key in names and value is not None}
+    out = {key: value for key, value in resource.items() if key in fields and value is not None}
     data = resource.get("data", {})
     if extensions is None:
         out.update(data)

@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable
 from typing import Any, NamedTuple, TypeVar
 
 from ..errors import NotFound, StoreCorrupt, StoreFailure
-from .logfile import Keys, Location, LogFile, keys_of
+from .logfile import Keys, Location, LogFile, _dumps, keys_of
 from .memory import MemoryLog
 
 __all__ = ["Store", "LogFile", "MemoryLog", "open_store"]
@@ -230,8 +230,6 @@ def _import_foreign(engine: LogFile) -> None:
         raise StoreCorrupt(f"{path} is neither a contextsvc store nor a TinyDB file of "
                            f"services ({exc}); not starting, so that it is not overwritten"
                            ) from None
-    from .logfile import _dumps
-
     last_id = max([int(meta.get("last_service_id", 0))] + [sid for sid, _ in docs])
     backup = path + ".tinydb-import.bak"
     if not os.path.exists(backup):

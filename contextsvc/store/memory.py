@@ -17,6 +17,7 @@ class MemoryLog:
 
     def __init__(self) -> None:
         self._blobs: list[bytes] = []
+        self._size = 0
         self.last_id = 0
 
     @contextmanager
@@ -47,12 +48,14 @@ class MemoryLog:
             body = TOMBSTONE if doc is None else _dumps(doc)
             locations.append((len(self._blobs), len(body)))
             self._blobs.append(body)
+            self._size += len(body)
         return locations
 
     def size(self) -> int:
-        return sum(len(b) for b in self._blobs)
+        return self._size
 
     def rewrite(self, docs: Iterable[tuple[int, bytes]], last_id: int) -> list[Location]:
         self._blobs = [body for _sid, body in docs]
+        self._size = sum(len(b) for b in self._blobs)
         self.last_id = last_id
         return [(i, len(b)) for i, b in enumerate(self._blobs)]
