@@ -38,6 +38,13 @@ class Conflict(ContextError):
     exception = "ConflictException"
 
 
+class TooLarge(ContextError):
+    """A write would make a service larger than ``[limits] max_service_bytes``."""
+
+    status = 413
+    exception = "PayloadTooLarge"
+
+
 class StoreBusy(ContextError):
     """The store's lock could not be taken in time."""
 
