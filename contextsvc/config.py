@@ -27,6 +27,7 @@ SCHEMA: dict[str, dict[str, tuple[Any, type]]] = {
         "max_keys": (1000, int),
         "max_key_length": (256, int),
         "max_string_length": (65536, int),
+        "max_service_bytes": (16 * 1024 * 1024, int),
     },
     "logging": {
         "level": ("info", str),

@@ -61,6 +61,13 @@ class StoreFailure(ContextError):
     retry_after = 5
 
 
+class StoreReplaced(StoreFailure):
+    """The data file was deleted, or replaced by something other than contextsvc,
+    while this process was using it. The process refuses to read or write it again:
+    its index no longer describes the file, and writing would reuse ids or write
+    over records. A restart takes the file as it now is."""
+
+
 class StoreCorrupt(ContextError):
     """The data file cannot be read as a contextsvc/TinyDB file."""
 

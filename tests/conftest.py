@@ -1,3 +1,5 @@
+import subprocess
+
 import pytest
 
 from contextsvc import create_app
@@ -57,3 +59,16 @@ class Api:
 @pytest.fixture
 def api(client):
     return Api(client)
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 3 MiB file system of its own (tmpfs; mounting needs root), to fill up."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(mount)],
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs to fill: {done.stderr.strip()}")
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], check=False)

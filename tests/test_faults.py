@@ -15,19 +15,6 @@ from contextsvc.store import logfile
 from tests.gunicorn_server import ROOT, free_port
 
 
-@pytest.fixture
-def small_disk(tmp_path):
-    """A 3 MiB file system of its own (tmpfs; mounting needs root)."""
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(mount)],
-                          capture_output=True, text=True)
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a small tmpfs to fill: {done.stderr.strip()}")
-    yield mount
-    subprocess.run(["umount", "-l", str(mount)], check=False)
-
-
 def test_full_disk_answers_503_keeps_data_and_recovers(small_disk):
     client = create_app({"storage": {"path": str(small_disk / "db.json")}}).test_client()
     stat = os.statvfs(small_disk)

@@ -19,11 +19,11 @@ import threading
 from collections.abc import Callable, Iterable
 from typing import Any, NamedTuple, TypeVar
 
-from ..errors import NotFound, StoreCorrupt, StoreFailure
+from ..errors import NotFound, StoreCorrupt, StoreFailure, StoreReplaced, TooLarge
 from .logfile import Keys, Location, LogFile, _dumps, keys_of
 from .memory import MemoryLog
 
-__all__ = ["Store", "LogFile", "MemoryLog", "open_store"]
+__all__ = ["Store", "LogFile", "MemoryLog", "open_store", "tinydb_snapshot"]
 
 log = logging.getLogger(__name__)
 MAX_SERVICE_ID = 2**53 - 1
@@ -39,19 +39,30 @@ class Row(NamedTuple):
 
 class Store:
     def __init__(self, engine: LogFile | MemoryLog, *, compact_min_bytes: int = 16 << 20,
-                 compact_ratio: float = 2.0):
+                 compact_ratio: float = 2.0, max_service_bytes: int = 16 << 20):
         self.engine = engine
         self.compact_min_bytes = compact_min_bytes
         self.compact_ratio = compact_ratio
+        self.max_service_bytes = max_service_bytes
         self.pid = os.getpid()
         self._mutex = threading.RLock()
+        self._refused: StoreReplaced | None = None
         self._reset()
-        with self._mutex, engine.locked(True):
-            if isinstance(engine, LogFile):
-                _import_foreign(engine)
-            engine.ensure()
-            self._sync()
-            engine.repair()
+        try:
+            with self._mutex, engine.locked(True):
+                if isinstance(engine, LogFile):
+                    _import_foreign(engine)
+                engine.ensure()
+                self._sync()
+                engine.repair()
+        except StoreCorrupt:
+            raise  # damage stops the start: nothing is guessed or written over
+        except StoreFailure as exc:
+            # A disk that cannot be written now (read-only, full) must not stop the
+            # process: it serves what it can read, writes answer 503 until the disk
+            # takes them again. (gunicorn stops its master when a worker fails to boot.)
+            log.warning("the store cannot be written now (%s); reads are served, writes "
+                        "answer 503 until it can", exc.message)
 
     # ----------------------------------------------------------------- indexes
     def _reset(self) -> None:
@@ -62,11 +73,21 @@ class Store:
         self._last_id = self.engine.last_id
 
     def _sync(self) -> None:
-        reset, records = self.engine.changes()
-        if reset:
-            self._reset()
-        for sid, loc, keys in records:
-            self._apply(sid, loc, keys)
+        if self._refused is not None:
+            raise self._refused
+        try:
+            reset, records = self.engine.changes()
+            known = self._last_id
+            if reset:
+                self._reset()
+            for sid, loc, keys in records:
+                self._apply(sid, loc, keys)
+            if self._last_id < known:  # a file with fewer ids than this one has handed out
+                raise self.engine._replaced("was replaced by an older one")
+        except StoreReplaced as exc:
+            self._refused = exc  # for good: the index no longer describes the file
+            log.error("%s", exc.message)
+            raise
 
     def _apply(self, sid: int, loc: Location, keys: Keys | None) -> None:
         old = self._rows.pop(sid, None)
@@ -92,18 +113,24 @@ class Store:
     def get_service(self, sid: int) -> Doc:
         with self._mutex, self.engine.locked(False):
             self._sync()
-            return self.engine.read(self._row(sid).loc)
+            return self._read(sid)
 
     def customer_services(self, customer_id: str) -> list[Doc]:
-        return self._read_many(self._by_customer, customer_id)
+        return self._read_many("_by_customer", customer_id)
 
     def anonymous_services(self, contact_key: str) -> list[Doc]:
-        return self._read_many(self._anonymous, contact_key)
+        return self._read_many("_anonymous", contact_key)
 
-    def _read_many(self, index: dict[str, set[int]], key: str) -> list[Doc]:
+    def _read_many(self, index: str, key: str) -> list[Doc]:
         with self._mutex, self.engine.locked(False):
-            self._sync()
-            return [self.engine.read(self._rows[sid].loc) for sid in sorted(index.get(key, ()))]
+            self._sync()  # may replace the indexes (another process compacted): look after
+            return [self._read(sid) for sid in sorted(getattr(self, index).get(key, ()))]
+
+    def _read(self, sid: int) -> Doc:
+        doc = self.engine.read(self._row(sid).loc)
+        if doc.get("service_id") != sid:  # the file changed under the index
+            raise self.engine._replaced("was changed other than by appending")
+        return doc
 
     def count(self) -> int:
         with self._mutex, self.engine.locked(False):
@@ -146,7 +173,7 @@ class Store:
         with self._mutex:
             with self.engine.locked(True):
                 self._sync()
-                doc = self.engine.read(self._row(sid).loc)
+                doc = self._read(sid)
                 result = change(doc)
                 self._write([(sid, doc)])
             self.engine.sync()
@@ -161,7 +188,13 @@ class Store:
             self.engine.sync()
 
     def _write(self, items: list[tuple[int, Doc | None]]) -> None:
-        locations = self.engine.append(items)
+        bodies = [(sid, None if doc is None else _dumps(doc)) for sid, doc in items]
+        for sid, body in bodies:
+            if body is not None and len(body) > self.max_service_bytes:
+                raise TooLarge(f"Service {sid} would take {len(body)} bytes, more than the "
+                               f"limit of {self.max_service_bytes} ([limits] max_service_bytes)"
+                               "; nothing was changed")
+        locations = self.engine.append(bodies)
         for (sid, doc), loc in zip(items, locations, strict=True):
             self._apply(sid, loc, None if doc is None else keys_of(doc))
         size = self.engine.size()
@@ -246,4 +279,30 @@ def open_store(settings: dict[str, Any]) -> Store:
         engine = LogFile(storage["path"], fsync=storage["fsync"],
                          lock_timeout=storage["lock_timeout"])
     return Store(engine, compact_min_bytes=storage["compact_min_bytes"],
-                 compact_ratio=storage["compact_ratio"])
+                 compact_ratio=storage["compact_ratio"],
+                 max_service_bytes=settings["limits"]["max_service_bytes"])
+
+
+def tinydb_snapshot(path: str | os.PathLike[str], lock_timeout: float = 10.0) -> Any:
+    """The store at ``path`` as a read-only TinyDB in memory, read under the store's
+    shared lock, so that no write is ever seen half done, even while a server runs.
+    (Plain ``TinyDB(path)`` is safe only on a file no server is writing.) Deleted
+    services are left out."""
+    from tinydb import TinyDB
+    from tinydb.storages import MemoryStorage
+
+    engine = LogFile(os.fspath(path), lock_timeout=lock_timeout)
+    try:
+        with engine.locked(False):
+            live: dict[int, Location] = {}
+            for sid, loc, keys in engine.changes()[1]:
+                if keys is None:
+                    live.pop(sid, None)
+                else:
+                    live[sid] = loc
+            services = {str(sid): engine.read(loc) for sid, loc in sorted(live.items())}
+    finally:
+        engine.close()
+    db = TinyDB(storage=MemoryStorage)
+    db.storage.write({"services": services})
+    return db

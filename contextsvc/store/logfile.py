@@ -36,6 +36,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import json
+import logging
 import os
 import re
 import time
@@ -43,15 +44,20 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from ..errors import StoreBusy, StoreCorrupt, StoreFailure
+from ..errors import StoreBusy, StoreCorrupt, StoreFailure, StoreReplaced
+
+log = logging.getLogger(__name__)
 
 FORMAT = 1
 HEADER_START = b'{"_meta": '
 HEADER_END = b', "services": {\n'
 TRAILER = b"}}\n"
 TOMBSTONE = b'{"_deleted": true}'
-PAD_MIN = 1 << 20  # the file grows by at least this much whitespace at a time
+PAD_MIN = 1 << 20  # the file grows by at least this much whitespace at a time...
+PAD_SHORT = 4096   # ...unless the disk is too full for that
 _RECORD = re.compile(rb',?"([1-9][0-9]{0,15})": ')
+_READ_ONLY = (errno.EROFS, errno.EACCES, errno.EPERM)
+_BLANK = b" \t\r\n\x00"  # what may follow the trailer: padding, or zeroes left by a crash
 # Documents are written with their index keys first, so that a worker catching up
 # on other workers' writes (or reading the whole file at start) need not parse them.
 _STRING = rb'(null|"(?:[^"\\]|\\.)*")'
@@ -115,15 +121,17 @@ class LogFile:
         self.path = os.path.abspath(path)
         self.fsync = fsync
         self.lock_timeout = lock_timeout
-        directory = os.path.dirname(self.path)
+        self.lock_path = self.path + ".lock"
         try:
-            os.makedirs(directory, exist_ok=True)
-            self._lock_fd = os.open(self.path + ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC,
-                                    0o644)
-        except OSError as exc:
-            raise StoreFailure(f"cannot open the store at {self.path}: {exc.strerror}") from None
+            os.makedirs(os.path.dirname(self.path), exist_ok=True)
+        except OSError:
+            pass  # a read-only disk: the directory is either there or open() says why
+        self._lock_fd = -1
+        self._lock_id: tuple[int, int] = (0, 0)
         self._fd = -1
+        self._writable = False
         self._ino: int | None = None
+        self._header = b""
         self._end = 0        # offset of the trailer: end of the last good record
         self._garbage = 0    # end of a torn write after _end (0: none)
         self._cap = 0        # file size: _end + trailer + whitespace padding
@@ -135,14 +143,49 @@ class LogFile:
     @contextmanager
     def locked(self, exclusive: bool) -> Iterator[None]:
         mode = fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH
-        try:
-            fcntl.flock(self._lock_fd, mode | fcntl.LOCK_NB)
-        except BlockingIOError:
-            self._wait(mode)
+        while True:
+            if self._lock_fd < 0:
+                self._open_lock()
+            try:
+                fcntl.flock(self._lock_fd, mode | fcntl.LOCK_NB)
+            except BlockingIOError:
+                self._wait(mode)
+            if self._lock_is_current():
+                break
+            # The lock file was deleted or replaced (by hand, or by a tool cleaning
+            # up): a process that opens the path now locks another file than the one
+            # this process holds, and the two would write at once. Every process
+            # moves to the file the path names, so that all of them lock the same.
+            log.warning("%s was deleted or replaced while the store was in use; "
+                        "locking the file that the path names now", self.lock_path)
+            fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+            os.close(self._lock_fd)
+            self._lock_fd = -1
         try:
             yield
         finally:
             fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+
+    def _open_lock(self) -> None:
+        flags = os.O_CLOEXEC
+        try:
+            fd = os.open(self.lock_path, flags | os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            if exc.errno not in _READ_ONLY:
+                raise StoreFailure(f"cannot open {self.lock_path}: {exc.strerror}") from None
+            try:  # a read-only disk: flock works on a descriptor opened for reading
+                fd = os.open(self.lock_path, flags | os.O_RDONLY)
+            except OSError:
+                raise StoreFailure(f"cannot open {self.lock_path}: {exc.strerror}") from None
+        st = os.fstat(fd)
+        self._lock_fd, self._lock_id = fd, (st.st_dev, st.st_ino)
+
+    def _lock_is_current(self) -> bool:
+        try:
+            st = os.stat(self.lock_path)
+        except OSError:
+            return False
+        return (st.st_dev, st.st_ino) == self._lock_id
 
     def _wait(self, mode: int) -> None:
         deadline = time.monotonic() + self.lock_timeout
@@ -162,29 +205,46 @@ class LogFile:
     # ------------------------------------------------------------------ reading
     def changes(self) -> tuple[bool, Iterator[Record]]:
         """Under a lock: the records appended since the last call (an iterator to
-        consume at once). ``reset`` means the file was replaced (or is read for the
-        first time) and the records are its whole content."""
+        consume at once). ``reset`` means the file was replaced by a compaction (or
+        is read for the first time) and the records are its whole content.
+
+        Raises :class:`StoreReplaced` when the file is not the one this process
+        has been reading: deleted, or changed other than by appending."""
         try:
             st = os.stat(self.path)
         except FileNotFoundError:
-            if self._ino is None and self._fd < 0:
+            if self._ino is None:
                 return False, iter(())
-            self.forget()
-            return True, iter(())
+            raise self._replaced("was deleted") from None
         except OSError as exc:
             raise StoreFailure(f"cannot read {self.path}: {exc.strerror}") from None
         if st.st_ino != self._ino or self._fd < 0:
             return True, self._reopen()
-        # Every append overwrites the trailer at _end, so three bytes tell.
-        if not self._garbage and os.pread(self._fd, len(TRAILER), self._end) == TRAILER:
+        if (st.st_size < self._end + len(TRAILER)
+                or os.pread(self._fd, len(self._header), 0) != self._header):
+            raise self._replaced("was replaced or truncated")
+        if self._garbage:
+            return False, self._scan(self._end)
+        # Every append overwrites the trailer at _end, so a few bytes tell.
+        tail = os.pread(self._fd, 24, self._end)
+        if tail.startswith(TRAILER):
             return False, iter(())
+        if not _RECORD.match(tail) or tail.startswith(b",") != (self._count > 0):
+            raise self._replaced("was changed other than by appending")
         return False, self._scan(self._end)
+
+    def _replaced(self, what: str) -> StoreReplaced:
+        return StoreReplaced(
+            f"The data file {self.path} {what} while the service was using it; this "
+            "process refuses to read or write it again. Restart the service to use the "
+            "file as it now is")
 
     def read(self, loc: Location) -> dict[str, Any]:
         try:
             return _decode(os.pread(self._fd, loc[1], loc[0]).decode())
         except ValueError:  # UnicodeDecodeError included
-            raise StoreCorrupt(f"{self.path} is damaged at byte {loc[0]}") from None
+            # the record was readable when it was indexed: the file changed under us
+            raise self._replaced("was changed other than by appending") from None
 
     def read_raw(self, loc: Location) -> bytes:
         return os.pread(self._fd, loc[1], loc[0])
@@ -198,13 +258,34 @@ class LogFile:
         self._close()
         try:
             self._fd = os.open(self.path, os.O_RDWR | os.O_CLOEXEC)
+            self._writable = True
         except OSError as exc:
-            raise StoreFailure(f"cannot open {self.path}: {exc.strerror}") from None
+            if exc.errno not in _READ_ONLY:
+                raise StoreFailure(f"cannot open {self.path}: {exc.strerror}") from None
+            try:  # serve reads; writes answer 503 until the file can be written again
+                self._fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+                self._writable = False
+            except OSError as again:
+                raise StoreFailure(f"cannot open {self.path}: {again.strerror}") from None
         st = os.fstat(self._fd)
         self._ino, self._cap = st.st_ino, st.st_size
-        header = self._read_header()
-        self._count, self._end, self._garbage = 0, len(header), 0
-        return self._scan(self._end)
+        self._header = self._read_header()
+        self._count, self._end, self._garbage = 0, len(self._header), 0
+        return self._scan(self._end, whole=True)
+
+    def _writable_fd(self) -> None:
+        """Before a write on a file opened read-only: open it for writing, now that
+        the disk may allow it."""
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CLOEXEC)
+        except OSError as exc:
+            raise StoreFailure(f"cannot write {self.path}: {exc.strerror}") from None
+        if os.fstat(fd).st_ino != self._ino:
+            os.close(fd)
+            raise self._replaced("was replaced")
+        os.dup2(fd, self._fd)
+        os.close(fd)
+        self._writable = True
 
     def _read_header(self) -> bytes:
         line = self._lines(0).__next__()[1] if self._cap else b""
@@ -241,12 +322,16 @@ class LogFile:
             offset, rest = offset + pos, buf[pos:]
             chunk = min(chunk * 2, 1 << 23)
 
-    def _scan(self, start: int) -> Iterator[Record]:
-        """Parse records from ``start`` up to the trailer, or up to a torn write."""
+    def _scan(self, start: int, whole: bool = False) -> Iterator[Record]:
+        """Parse records from ``start`` up to the trailer, or up to a torn write.
+        ``whole``: the file is read from its start, and nothing but padding may
+        follow the trailer."""
         count, good = self._count, start
         for offset, line in self._lines(start):
             if line == TRAILER:
                 self._end, self._count, self._garbage = offset, count, 0
+                if whole:
+                    self._check_padding(offset + len(TRAILER))
                 return
             record = self._parse(line, offset)
             if record is None:
@@ -259,6 +344,22 @@ class LogFile:
             yield record
         # the file ends without a trailer: a writer died while growing it
         self._end, self._count, self._garbage = good, count, max(good, 1)
+
+    def _check_padding(self, offset: int) -> None:
+        """After the trailer there is only padding. Anything else was not written by
+        contextsvc (records after the end would be silently ignored): damage."""
+        zeroes = False
+        chunk = 1 << 20
+        while data := os.pread(self._fd, chunk, offset):
+            rest = data.translate(None, _BLANK)
+            if rest:
+                raise StoreCorrupt(
+                    f"{self.path} is damaged: data after the end of the records, at byte "
+                    f"{offset + data.index(rest[:1])}; refusing to guess what it holds")
+            zeroes = zeroes or b"\x00" in data
+            offset += len(data)
+        if zeroes:  # left by a crash while the file grew: blanked by the next writer
+            self._garbage = offset
 
     def _parse(self, line: bytes, offset: int) -> Record | None:
         match = _RECORD.match(line)
@@ -290,18 +391,21 @@ class LogFile:
         if not os.path.exists(self.path):
             self._write_file([], self.last_id)
 
-    def append(self, items: Iterable[tuple[int, dict[str, Any] | None]]) -> list[Location]:
+    def append(self, items: Iterable[tuple[int, bytes | None]]) -> list[Location]:
         """Under the exclusive lock, after :meth:`changes`: write new versions
-        (``None`` deletes). They are durable once :meth:`sync` returns."""
+        (encoded documents; ``None`` deletes). They are durable once :meth:`sync`
+        returns."""
         if self._fd < 0:
             self.ensure()
             for _ in self._reopen():
                 pass
+        if not self._writable:
+            self._writable_fd()
         parts: list[bytes] = []
         locations: list[Location] = []
         offset, count = self._end, self._count
-        for sid, doc in items:
-            body = TOMBSTONE if doc is None else _dumps(doc)
+        for sid, body in items:
+            body = TOMBSTONE if body is None else body
             prefix = b'%s"%d": ' % (b"," if count else b"", sid)
             locations.append((offset + len(prefix), len(body)))
             parts += (prefix, body, b"\n")
@@ -309,26 +413,45 @@ class LogFile:
             count += 1
         parts.append(TRAILER)
         end = offset
-        room, cap = self._cap - self._end, self._cap
-        if end + len(TRAILER) - self._end >= room:
-            cap = self._cap = max(self._cap, os.fstat(self._fd).st_size)  # others may have grown it
+        if end + len(TRAILER) >= self._cap:
+            self._cap = max(self._cap, os.fstat(self._fd).st_size)  # others may have grown it
+        records = b"".join(parts)
+        try:
+            cap = self._put(records, end, max(PAD_MIN, self._cap // 8))
+        except OSError as exc:
+            if exc.errno != errno.ENOSPC or end + len(TRAILER) < self._cap:
+                raise self._write_failed(exc) from None
+            try:  # the disk is nearly full: grow by just what this write needs
+                cap = self._put(records, end, PAD_SHORT)
+            except OSError as again:
+                raise self._write_failed(again) from None
+        self._end, self._count, self._cap, self._garbage = end, count, cap, 0
+        self._unsynced = True
+        return locations
+
+    def _put(self, records: bytes, end: int, step: int) -> int:
+        """Write ``records`` (ending in the trailer) at the end; grow the padding by
+        ``step`` when they do not fit. Returns the new size of the file. On an
+        error, puts the file back as it was."""
+        cap = self._cap
+        blob = records
         if end + len(TRAILER) >= cap:  # grow the padding: the only writes that change the size
-            cap = end + len(TRAILER) + max(PAD_MIN, self._cap // 8)
-            parts.append(_padding(cap - end - len(TRAILER)))
+            cap = end + len(TRAILER) + step
+            blob += _padding(cap - end - len(TRAILER))
         elif self._garbage > end + len(TRAILER):  # blank what a torn write left
-            parts.append(_padding(self._garbage - end - len(TRAILER)))
-        blob = b"".join(parts)
+            blob += _padding(self._garbage - end - len(TRAILER))
         try:
             written = 0
             while written < len(blob):
                 written += os.pwrite(self._fd, blob[written:], self._end + written)
-        except OSError as exc:
+        except OSError:
             self._undo()
-            raise StoreFailure(f"cannot write {self.path}: {exc.strerror}"
-                               + (" (disk full)" if exc.errno == errno.ENOSPC else "")) from None
-        self._end, self._count, self._cap, self._garbage = end, count, cap, 0
-        self._unsynced = True
-        return locations
+            raise
+        return cap
+
+    def _write_failed(self, exc: OSError) -> StoreFailure:
+        return StoreFailure(f"cannot write {self.path}: {exc.strerror}"
+                            + (" (disk full)" if exc.errno == errno.ENOSPC else ""))
 
     def sync(self) -> None:
         """Make what this process appended durable. Called after the lock is
@@ -364,7 +487,7 @@ class LogFile:
     def forget(self) -> None:
         """Read the whole file again at the next :meth:`changes`."""
         self._close()
-        self._ino = None
+        self._ino, self._header = None, b""
         self._end = self._cap = self._count = self._garbage = 0
 
     def close(self) -> None:
@@ -385,9 +508,9 @@ class LogFile:
             self._fd = os.open(self.path, os.O_RDWR | os.O_CLOEXEC)
         except OSError as exc:
             raise StoreFailure(f"cannot open {self.path}: {exc.strerror}") from None
-        self._ino = os.fstat(self._fd).st_ino
+        self._ino, self._writable = os.fstat(self._fd).st_ino, True
         self._end, self._count, self._cap, self._garbage = end, count, cap, 0
-        self.last_id = last_id
+        self._header = self._read_header()
         return locations
 
     def _write_file(self, docs: Iterable[tuple[int, bytes]],

@@ -9,7 +9,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from .logfile import TOMBSTONE, Location, Record, _dumps
+from .logfile import TOMBSTONE, Location, Record
 
 
 class MemoryLog:
@@ -42,10 +42,10 @@ class MemoryLog:
     def read_raw(self, loc: Location) -> bytes:
         return self._blobs[loc[0]]
 
-    def append(self, items: Iterable[tuple[int, dict[str, Any] | None]]) -> list[Location]:
+    def append(self, items: Iterable[tuple[int, bytes | None]]) -> list[Location]:
         locations = []
-        for _sid, doc in items:
-            body = TOMBSTONE if doc is None else _dumps(doc)
+        for _sid, body in items:
+            body = TOMBSTONE if body is None else body
             locations.append((len(self._blobs), len(body)))
             self._blobs.append(body)
             self._size += len(body)
