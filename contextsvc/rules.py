@@ -12,6 +12,7 @@ turns a document into the API representation (attached data at the top level).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from . import schemas, timeutil
@@ -200,8 +201,13 @@ def _ordered(items: list[Doc], key: str) -> list[Doc]:
     return sorted(items, key=lambda item: (item["started"]["timestamp"], item[key]))
 
 
-def order_services(docs: list[Doc]) -> list[Doc]:
-    return _ordered(docs, "service_id")
+def service_order(doc: Doc) -> tuple[str, int]:
+    """Services are listed by start time, oldest first, ties by id."""
+    return doc["started"]["timestamp"], doc["service_id"]
+
+
+def order_services(docs: Iterable[Doc]) -> list[Doc]:
+    return sorted(docs, key=service_order)
 
 
 def select_states(doc: Doc, args: Doc, status: str | None) -> list[Doc]:

@@ -7,7 +7,7 @@ from marshmallow import ValidationError
 
 from . import rules, schemas
 from .errors import invalid
-from .web import SID, args, body_object, body_value, created, empty, ok, store
+from .web import SID, args, body_object, body_value, created, empty, ok, service_list, store
 
 bp = Blueprint("services", __name__)
 S = schemas.SCHEMAS
@@ -61,21 +61,19 @@ def service_extension(sid: int, key: str, merge: bool):
     return ok(rules.render_service(doc, args()))
 
 
-def _query(docs: list[dict], status: str | None):
-    query = args()
-    return ok([rules.render_service(doc, query)
-               for doc in rules.order_services(docs) if rules.service_matches(doc, query, status)])
 
 
 @bp.get("/customers/<customer_id>/services", defaults={"status": None})
 @bp.get("/customers/<customer_id>/services/active", defaults={"status": "active"})
 @bp.get("/customers/<customer_id>/services/completed", defaults={"status": "completed"})
 def customer_services(customer_id: str, status: str | None):
-    return _query(store().customer_services(customer_id), status)
+    query = args()  # before the selection is opened: a bad argument leaks nothing
+    return service_list(store().customer_services(customer_id), query, status)
 
 
 @bp.get("/services/anonymous/<contact_key>", defaults={"status": None})
 @bp.get("/services/anonymous/<contact_key>/active", defaults={"status": "active"})
 @bp.get("/services/anonymous/<contact_key>/completed", defaults={"status": "completed"})
 def anonymous_services(contact_key: str, status: str | None):
-    return _query(store().anonymous_services(contact_key), status)
+    query = args()
+    return service_list(store().anonymous_services(contact_key), query, status)

@@ -5,14 +5,15 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from flask import current_app, jsonify, request, url_for
 from werkzeug.exceptions import HTTPException
 
-from . import jsonbody, schemas
+from . import jsonbody, rules, schemas
 from .errors import Invalid
-from .store import Store, open_store
+from .store import Selection, Store, open_store
 
 # Plain int converters: with min/max, werkzeug answers 405 instead of 404 when an
 # out-of-range id meets a method the route does not serve. An id that names no
@@ -80,6 +81,40 @@ def created(endpoint: str, payload: dict[str, Any], **values: Any):
     response.status_code = 201
     response.headers["Location"] = url_for(f"{request.blueprint}.{endpoint}", **values)
     return response
+
+
+# Answers whose services take more bytes than this are streamed: read, filtered and
+# rendered one service at a time, so that a worker's memory does not grow with the
+# size of the answer. Smaller ones are read at once, which is faster.
+STREAM_ABOVE = 1 << 20
+
+
+def service_list(selection: Selection, query: dict[str, Any], status: str | None):
+    """The JSON array of the selected services that match ``query``, in order."""
+    if selection.bytes <= STREAM_ABOVE:
+        with selection:
+            docs = list(selection)
+        return ok([rules.render_service(doc, query) for doc in rules.order_services(docs)
+                   if rules.service_matches(doc, query, status)])
+    # the generator runs after the view has returned, outside the app context
+    return current_app.response_class(_stream(selection, query, status, current_app.json.dumps),
+                                      mimetype="application/json")
+
+
+def _stream(selection: Selection, query: dict[str, Any], status: str | None,
+            dumps: Callable[[Any], str]) -> Iterator[bytes]:
+    with selection:
+        order = []  # first pass: keep only what orders the matching services
+        for _, loc in selection.rows:
+            doc = selection.read(loc)
+            if rules.service_matches(doc, query, status):
+                order.append((rules.service_order(doc), loc))
+        order.sort(key=lambda item: item[0])
+        yield b"["
+        for i, (_, loc) in enumerate(order):
+            text = dumps(rules.render_service(selection.read(loc), query))
+            yield (b"," if i else b"") + text.encode()
+        yield b"]"
 
 
 def ok(payload: Any):

@@ -278,3 +278,54 @@ def test_a_write_that_makes_a_service_too_large_is_413_and_changes_nothing(tmp_p
                                                "q": "z" * 60_000, "r": "z" * 60_000,
                                                "s": "z" * 60_000})
     assert big.status_code == 413
+
+
+# ------------------------------------------------------------------ large answers
+def big_service(client, customer, started, n, kilobytes=400):
+    chunks = {f"blob{i}": "b" * 50_000 for i in range(kilobytes // 50)}
+    r = client.post("/services/start", json={"customer_id": customer, "timestamp": started,
+                                              "service_type": n % 2, "n": n, **chunks})
+    assert r.status_code == 201, r.get_json()
+    return r.get_json()["service_id"]
+
+
+def test_a_large_query_answer_is_ordered_and_filtered_as_a_small_one(client):
+    # 6 × 400 KB: over the size above which answers are streamed
+    stamps = ["2026-01-05T00:00:00Z", "2026-01-02T00:00:00Z", "2026-01-04T00:00:00Z",
+              "2026-01-01T00:00:00Z", "2026-01-03T00:00:00Z", "2026-01-02T00:00:00Z"]
+    sids = [big_service(client, "BIG", stamp, n) for n, stamp in enumerate(stamps)]
+    client.post(f"/services/{sids[2]}/end")
+    r = client.get("/customers/BIG/services?extensions=n")
+    assert r.status_code == 200 and r.mimetype == "application/json"
+    assert [s["n"] for s in r.get_json()] == [3, 1, 5, 4, 2, 0]
+    assert all(set(s) <= {"service_id", "customer_id", "service_type", "started", "n",
+                          "completed", "duration"} for s in r.get_json())
+    r = client.get("/customers/BIG/services/active?service_types=1&extensions=n")
+    assert [s["n"] for s in r.get_json()] == [3, 1, 5]
+    full = client.get("/customers/BIG/services/completed").get_json()
+    assert [s["service_id"] for s in full] == [sids[2]] and len(full[0]["blob0"]) == 50_000
+    assert client.get("/customers/BIG/services?started_from=2030-01-01T00:00:00Z"
+                      ).get_json() == []
+
+
+def peak_rss_kb(pid):
+    with open(f"/proc/{pid}/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith("VmHWM"))
+
+
+def test_a_worker_does_not_hold_a_whole_large_answer_in_memory(tmp_path):
+    server = Server(str(tmp_path / "db.json"), workers=1)
+    try:
+        client = create_app({"storage": {"path": str(tmp_path / "db.json")}}).test_client()
+        for n in range(60):  # 60 services of 900 KB: a 54 MB answer
+            big_service(client, "HUGE", f"2026-01-01T00:00:{n:02d}Z", n, kilobytes=900)
+        assert server.request("GET", "/services/anonymous/warm-up")[0] == 200
+        server.request("GET", "/customers/HUGE/services/active?extensions=n")
+        [worker] = workers_of(server)
+        before = peak_rss_kb(worker)
+        status, body, _ = server.request("GET", "/customers/HUGE/services", timeout=120)
+        assert status == 200 and [s["n"] for s in body] == list(range(60))
+        grown_mb = (peak_rss_kb(worker) - before) / 1024
+        assert grown_mb < 20, f"the worker grew by {grown_mb:.0f} MB for a 54 MB answer"
+    finally:
+        server.stop()

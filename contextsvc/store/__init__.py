@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, NamedTuple, TypeVar
 
 from ..errors import NotFound, StoreCorrupt, StoreFailure, StoreReplaced, TooLarge
@@ -115,16 +115,19 @@ class Store:
             self._sync()
             return self._read(sid)
 
-    def customer_services(self, customer_id: str) -> list[Doc]:
-        return self._read_many("_by_customer", customer_id)
+    def customer_services(self, customer_id: str) -> Selection:
+        """The services associated with ``customer_id``, in id order."""
+        return self._select("_by_customer", customer_id)
 
-    def anonymous_services(self, contact_key: str) -> list[Doc]:
-        return self._read_many("_anonymous", contact_key)
+    def anonymous_services(self, contact_key: str) -> Selection:
+        """The anonymous services with ``contact_key``, in id order."""
+        return self._select("_anonymous", contact_key)
 
-    def _read_many(self, index: str, key: str) -> list[Doc]:
+    def _select(self, index: str, key: str) -> Selection:
         with self._mutex, self.engine.locked(False):
             self._sync()  # may replace the indexes (another process compacted): look after
-            return [self._read(sid) for sid in sorted(getattr(self, index).get(key, ()))]
+            sids = sorted(getattr(self, index).get(key, ()))
+            return Selection(self.engine.reader(), [(sid, self._rows[sid].loc) for sid in sids])
 
     def _read(self, sid: int) -> Doc:
         doc = self.engine.read(self._row(sid).loc)
@@ -223,6 +226,37 @@ class Store:
         close = getattr(self.engine, "close", None)
         if close:
             close()
+
+
+class Selection:
+    """Services chosen under the lock and read after it is released, so that a slow
+    reader of a large answer holds up no writer: each document is read as it was
+    when chosen (the file is only appended to, and a compaction leaves the old file
+    to the readers that still have it open). Iterate it, or :meth:`read` one row,
+    once each; close it when done (``with`` does)."""
+
+    def __init__(self, reader: Any, rows: list[tuple[int, Location]]):
+        self._reader = reader
+        self.rows = rows
+        self.bytes = sum(loc[1] for _, loc in rows)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __iter__(self) -> Iterator[Doc]:
+        return (self.read(loc) for _, loc in self.rows)
+
+    def read(self, loc: Location) -> Doc:
+        return self._reader.read(loc)
+
+    def close(self) -> None:
+        self._reader.close()
+
+    def __enter__(self) -> Selection:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def _discard(index: dict[str, set[int]], key: str, sid: int) -> None:

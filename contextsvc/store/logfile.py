@@ -246,6 +246,11 @@ class LogFile:
             # the record was readable when it was indexed: the file changed under us
             raise self._replaced("was changed other than by appending") from None
 
+    def reader(self) -> _Reader:
+        """Under a lock: something that reads the records known now, also after the
+        lock is released (see :class:`contextsvc.store.Selection`)."""
+        return _Reader(os.dup(self._fd) if self._fd >= 0 else -1, self)
+
     def read_raw(self, loc: Location) -> bytes:
         return os.pread(self._fd, loc[1], loc[0])
 
@@ -542,3 +547,22 @@ class LogFile:
                 pass
             raise StoreFailure(f"cannot write {self.path}: {exc.strerror}") from None
         return locations, offset, count, offset + len(TRAILER) + pad
+
+
+class _Reader:
+    """Reads records through its own descriptor: a compaction that replaces the
+    file leaves this one, with the records it had, to the reader."""
+
+    def __init__(self, fd: int, log: LogFile):
+        self._fd, self._log = fd, log
+
+    def read(self, loc: Location) -> dict[str, Any]:
+        try:
+            return _decode(os.pread(self._fd, loc[1], loc[0]).decode())
+        except ValueError:  # the file was changed in place, by something else
+            raise self._log._replaced("was changed other than by appending") from None
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1

@@ -39,6 +39,9 @@ class MemoryLog:
     def read(self, loc: Location) -> dict[str, Any]:
         return json.loads(self._blobs[loc[0]])
 
+    def reader(self) -> _Reader:
+        return _Reader(self._blobs)  # a compaction makes a new list; this one stays
+
     def read_raw(self, loc: Location) -> bytes:
         return self._blobs[loc[0]]
 
@@ -59,3 +62,14 @@ class MemoryLog:
         self._size = sum(len(b) for b in self._blobs)
         self.last_id = last_id
         return [(i, len(b)) for i, b in enumerate(self._blobs)]
+
+
+class _Reader:
+    def __init__(self, blobs: list[bytes]):
+        self._blobs = blobs
+
+    def read(self, loc: Location) -> dict[str, Any]:
+        return json.loads(self._blobs[loc[0]])
+
+    def close(self) -> None:
+        pass
