@@ -53,9 +53,9 @@ def build_service(sid: int, i: int, customers: int) -> dict:
 
 
 def preload_contextsvc(path: str, n: int) -> None:
-    from contextsvc.store import LogFile, Store
+    from contextsvc.storage import LogFile, LogStore
 
-    store = Store(LogFile(path))
+    store = LogStore(LogFile(path))
     customers = max(1, n // 10)
     batch = 2000
     for start in range(0, n, batch):

@@ -13,7 +13,7 @@ from werkzeug.exceptions import HTTPException
 
 from . import jsonbody, rules, schemas
 from .errors import Invalid
-from .store import Selection, Store, open_store
+from .storage import Selection, ServiceStore, open_store
 
 # Plain int converters: with min/max, werkzeug answers 405 instead of 404 when an
 # out-of-range id meets a method the route does not serve. An id that names no
@@ -30,20 +30,22 @@ class StoreHolder:
 
     def __init__(self, settings: dict[str, Any]):
         self.settings = settings
-        self._store: Store | None = None
+        self._store: ServiceStore | None = None
+        self._pid = 0
         self._lock = threading.Lock()
 
-    def get(self) -> Store:
+    def get(self) -> ServiceStore:
         store = self._store
-        if store is None or store.pid != os.getpid():
+        if store is None or self._pid != os.getpid():
             with self._lock:
                 store = self._store
-                if store is None or store.pid != os.getpid():
+                if store is None or self._pid != os.getpid():
                     store = self._store = open_store(self.settings)
+                    self._pid = os.getpid()
         return store
 
 
-def store() -> Store:
+def store() -> ServiceStore:
     return current_app.extensions["contextsvc"].get()
 
 

@@ -11,7 +11,7 @@ import pytest
 from tinydb import TinyDB
 
 from contextsvc import create_app
-from contextsvc.store import logfile
+from contextsvc.storage import logfile
 from tests.gunicorn_server import ROOT, free_port
 
 

@@ -213,7 +213,7 @@ def test_workers_boot_and_serve_reads_on_an_unwritable_file(tmp_path):
 
 # ------------------------------------------------------------------ readers of the file
 def test_a_snapshot_of_the_live_file_never_sees_a_half_written_record(tmp_path):
-    from contextsvc.store import tinydb_snapshot
+    from contextsvc.storage import tinydb_snapshot
 
     path = tmp_path / "db.json"
     client = make(path, fsync=False)

@@ -4,12 +4,11 @@ nothing is shared between gunicorn workers."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from .logfile import TOMBSTONE, Location, Record
+from .records import TOMBSTONE, Location, Record, decode
 
 
 class MemoryLog:
@@ -37,7 +36,7 @@ class MemoryLog:
         pass
 
     def read(self, loc: Location) -> dict[str, Any]:
-        return json.loads(self._blobs[loc[0]])
+        return decode(self._blobs[loc[0]])
 
     def reader(self) -> _Reader:
         return _Reader(self._blobs)  # a compaction makes a new list; this one stays
@@ -69,7 +68,7 @@ class _Reader:
         self._blobs = blobs
 
     def read(self, loc: Location) -> dict[str, Any]:
-        return json.loads(self._blobs[loc[0]])
+        return decode(self._blobs[loc[0]])
 
     def close(self) -> None:
         pass

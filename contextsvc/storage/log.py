@@ -1,34 +1,32 @@
-"""Persistence of service documents: plain dicts in, fresh copies out.
+"""The log store: service documents kept as a log of versions, with their indexes
+in memory. It implements :class:`~contextsvc.storage.base.ServiceStore` over an
+engine that only moves bytes: :class:`~contextsvc.storage.logfile.LogFile` (the
+JSON file every gunicorn worker shares) or
+:class:`~contextsvc.storage.memory.MemoryLog` (one process, nothing kept).
 
-:class:`Store` is the whole interface the rest of the service uses. Each method is
-one unit of work: it runs under the engine's lock and sees every write acknowledged
-by any worker before it. A writing method returns only once its write is flushed
-to disk; when the write fails, nothing changes (when only the flush fails, it
-raises although other workers may already read the write). The engine
-underneath (:class:`LogFile`, or :class:`MemoryLog` for tests and demos) only moves
-bytes; the indexes by ``customer_id`` and ``contact_key`` live here.
-
-No Flask here: errors are the domain errors of :mod:`contextsvc.errors`.
+Each method is one unit of work: it runs under the engine's lock and first catches
+up on what other processes appended. A writing method returns only once its write
+is flushed to disk; when the write fails, nothing changes (when only the flush
+fails, it raises although other workers may already read the write).
 """
 
 from __future__ import annotations
 
+import bisect
 import logging
 import os
 import threading
-from collections.abc import Callable, Iterable, Iterator
-from typing import Any, NamedTuple, TypeVar
+from collections.abc import Callable, Iterable
+from typing import NamedTuple
 
-from ..errors import NotFound, StoreCorrupt, StoreFailure, StoreReplaced, TooLarge
-from .logfile import Keys, Location, LogFile, _dumps, keys_of
+from ..errors import Conflict, NotFound, StoreCorrupt, StoreFailure, StoreReplaced, TooLarge
+from .base import MAX_SERVICE_ID, ON_CONFLICT, Doc, Selection, T
+from .logfile import LogFile
 from .memory import MemoryLog
-
-__all__ = ["Store", "LogFile", "MemoryLog", "open_store", "tinydb_snapshot"]
+from .records import Keys, Location, encode, index_keys
+from .tinydbfiles import import_tinydb_file
 
 log = logging.getLogger(__name__)
-MAX_SERVICE_ID = 2**53 - 1
-T = TypeVar("T")
-Doc = dict[str, Any]
 
 
 class Row(NamedTuple):
@@ -37,10 +35,11 @@ class Row(NamedTuple):
     contact_key: str | None
 
 
-class Store:
+class LogStore:
     def __init__(self, engine: LogFile | MemoryLog, *, compact_min_bytes: int = 16 << 20,
                  compact_ratio: float = 2.0, max_service_bytes: int = 16 << 20):
         self.engine = engine
+        self.engine_name = "memory" if isinstance(engine, MemoryLog) else "file"
         self.compact_min_bytes = compact_min_bytes
         self.compact_ratio = compact_ratio
         self.max_service_bytes = max_service_bytes
@@ -51,7 +50,7 @@ class Store:
         try:
             with self._mutex, engine.locked(True):
                 if isinstance(engine, LogFile):
-                    _import_foreign(engine)
+                    import_tinydb_file(engine)
                 engine.ensure()
                 self._sync()
                 engine.repair()
@@ -69,6 +68,8 @@ class Store:
         self._rows: dict[int, Row] = {}
         self._by_customer: dict[str, set[int]] = {}
         self._anonymous: dict[str, set[int]] = {}   # contact_key -> services without customer
+        self._order: list[int] = []  # ids in increasing order; deleted ones until pruned
+        self._dead = 0  # deleted ids still in _order
         self._live = 0
         self._last_id = self.engine.last_id
 
@@ -91,6 +92,10 @@ class Store:
 
     def _apply(self, sid: int, loc: Location, keys: Keys | None) -> None:
         old = self._rows.pop(sid, None)
+        if old is None and keys is not None:
+            self._add_to_order(sid)
+        elif old is not None and keys is None:
+            self._dead += 1
         if old is not None:
             self._live -= old.loc[1]
             if old.customer_id is not None:
@@ -109,6 +114,17 @@ class Store:
         elif row.contact_key is not None:
             self._anonymous.setdefault(row.contact_key, set()).add(sid)
 
+    def _add_to_order(self, sid: int) -> None:
+        order = self._order
+        if not order or sid > order[-1]:
+            order.append(sid)  # a new service: the usual case
+            return
+        at = bisect.bisect_left(order, sid)  # an imported id
+        if at < len(order) and order[at] == sid:
+            self._dead -= 1  # it was deleted and comes back
+        else:
+            order.insert(at, sid)
+
     # ----------------------------------------------------------------- reading
     def get_service(self, sid: int) -> Doc:
         with self._mutex, self.engine.locked(False):
@@ -126,8 +142,26 @@ class Store:
     def _select(self, index: str, key: str) -> Selection:
         with self._mutex, self.engine.locked(False):
             self._sync()  # may replace the indexes (another process compacted): look after
-            sids = sorted(getattr(self, index).get(key, ()))
-            return Selection(self.engine.reader(), [(sid, self._rows[sid].loc) for sid in sids])
+            return self._selection(sorted(getattr(self, index).get(key, ())))
+
+    def scan(self, after: int = 0, limit: int | None = None) -> Selection:
+        with self._mutex, self.engine.locked(False):
+            self._sync()
+            if self._dead > len(self._order) // 2:
+                self._order = [sid for sid in self._order if sid in self._rows]
+                self._dead = 0
+            order, rows, sids = self._order, self._rows, []
+            at = bisect.bisect_right(order, after)
+            while at < len(order) and (limit is None or len(sids) < limit):
+                if order[at] in rows:
+                    sids.append(order[at])
+                at += 1
+            return self._selection(sids)
+
+    def _selection(self, sids: list[int]) -> Selection:
+        locs = [self._rows[sid].loc for sid in sids]
+        return Selection(self.engine.reader(), list(zip(sids, locs, strict=True)),
+                         (loc[1] for loc in locs))
 
     def _read(self, sid: int) -> Doc:
         doc = self.engine.read(self._row(sid).loc)
@@ -190,8 +224,30 @@ class Store:
                 self._write([(sid, None)])
             self.engine.sync()
 
+    def put_services(self, docs: Iterable[Doc], on_conflict: str = "fail") -> int:
+        if on_conflict not in ON_CONFLICT:
+            raise ValueError(f"on_conflict: one of {', '.join(ON_CONFLICT)}")
+        docs = list(docs)
+        for doc in docs:
+            sid = doc.get("service_id")
+            if isinstance(sid, bool) or not isinstance(sid, int) or not 0 < sid <= MAX_SERVICE_ID:
+                raise ValueError(f"service_id {sid!r} is not an id from 1 to 2^53 - 1")
+        with self._mutex:
+            with self.engine.locked(True):
+                self._sync()
+                existing = [doc["service_id"] for doc in docs if doc["service_id"] in self._rows]
+                if existing and on_conflict == "fail":
+                    raise Conflict(f"Service {existing[0]} exists"
+                                   + (f" (and {len(existing) - 1} more)" if existing[1:] else "")
+                                   + "; nothing was imported")
+                if on_conflict == "skip":
+                    docs = [doc for doc in docs if doc["service_id"] not in self._rows]
+                self._write([(doc["service_id"], doc) for doc in docs])
+            self.engine.sync()
+            return len(docs)
+
     def _write(self, items: list[tuple[int, Doc | None]]) -> None:
-        bodies = [(sid, None if doc is None else _dumps(doc)) for sid, doc in items]
+        bodies = [(sid, None if doc is None else encode(doc)) for sid, doc in items]
         for sid, body in bodies:
             if body is not None and len(body) > self.max_service_bytes:
                 raise TooLarge(f"Service {sid} would take {len(body)} bytes, more than the "
@@ -199,7 +255,7 @@ class Store:
                                "; nothing was changed")
         locations = self.engine.append(bodies)
         for (sid, doc), loc in zip(items, locations, strict=True):
-            self._apply(sid, loc, None if doc is None else keys_of(doc))
+            self._apply(sid, loc, None if doc is None else index_keys(doc))
         size = self.engine.size()
         if size > self.compact_min_bytes and size > self.compact_ratio * self._live:
             try:
@@ -217,6 +273,7 @@ class Store:
         sids = sorted(self._rows)
         docs = ((sid, self.engine.read_raw(self._rows[sid].loc)) for sid in sids)
         locations = self.engine.rewrite(docs, self._last_id)
+        self._order, self._dead = sids, 0
         self._live = 0
         for sid, loc in zip(sids, locations, strict=True):
             self._rows[sid] = self._rows[sid]._replace(loc=loc)
@@ -228,115 +285,9 @@ class Store:
             close()
 
 
-class Selection:
-    """Services chosen under the lock and read after it is released, so that a slow
-    reader of a large answer holds up no writer: each document is read as it was
-    when chosen (the file is only appended to, and a compaction leaves the old file
-    to the readers that still have it open). Iterate it, or :meth:`read` one row,
-    once each; close it when done (``with`` does)."""
-
-    def __init__(self, reader: Any, rows: list[tuple[int, Location]]):
-        self._reader = reader
-        self.rows = rows
-        self.bytes = sum(loc[1] for _, loc in rows)
-
-    def __len__(self) -> int:
-        return len(self.rows)
-
-    def __iter__(self) -> Iterator[Doc]:
-        return (self.read(loc) for _, loc in self.rows)
-
-    def read(self, loc: Location) -> Doc:
-        return self._reader.read(loc)
-
-    def close(self) -> None:
-        self._reader.close()
-
-    def __enter__(self) -> Selection:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
 def _discard(index: dict[str, set[int]], key: str, sid: int) -> None:
     members = index.get(key)
     if members is not None:
         members.discard(sid)
         if not members:
             del index[key]
-
-
-def _import_foreign(engine: LogFile) -> None:
-    """A data file written by plain TinyDB (``{"services": {"1": {...}}}``) is
-    converted once to the line layout; the original is kept beside it."""
-    path = engine.path
-    try:
-        with open(path, "rb") as handle:
-            head = handle.read(len(b'{"_meta": '))
-    except FileNotFoundError:
-        return
-    except OSError as exc:
-        raise StoreCorrupt(f"cannot read {path}: {exc.strerror}") from None
-    if head == b'{"_meta": ' or head == b"":
-        if head == b"":
-            os.unlink(path)  # an empty file holds nothing: start afresh
-        return
-    from tinydb import TinyDB
-
-    try:
-        with TinyDB(path, access_mode="r") as db:
-            tables = db.tables()
-            unexpected = tables - {"services", "_meta", "_default"}
-            if unexpected or len(db.table("_default")):
-                raise ValueError(f"unexpected tables {sorted(unexpected) or ['_default']}")
-            meta = db.table("_meta").get(doc_id=1) or {}
-            docs = sorted((doc.doc_id, doc) for doc in db.table("services").all()
-                          if not doc.get("_deleted"))
-    except (ValueError, TypeError, KeyError, AttributeError) as exc:
-        raise StoreCorrupt(f"{path} is neither a contextsvc store nor a TinyDB file of "
-                           f"services ({exc}); not starting, so that it is not overwritten"
-                           ) from None
-    last_id = max([int(meta.get("last_service_id", 0))] + [sid for sid, _ in docs])
-    backup = path + ".tinydb-import.bak"
-    if not os.path.exists(backup):
-        os.link(path, backup)
-    engine.rewrite(((sid, _dumps({**doc, "service_id": sid})) for sid, doc in docs), last_id)
-    engine.forget()  # the store indexes it from the start
-
-
-def open_store(settings: dict[str, Any]) -> Store:
-    storage = settings["storage"]
-    if storage["engine"] == "memory":
-        engine: LogFile | MemoryLog = MemoryLog()
-    else:
-        engine = LogFile(storage["path"], fsync=storage["fsync"],
-                         lock_timeout=storage["lock_timeout"])
-    return Store(engine, compact_min_bytes=storage["compact_min_bytes"],
-                 compact_ratio=storage["compact_ratio"],
-                 max_service_bytes=settings["limits"]["max_service_bytes"])
-
-
-def tinydb_snapshot(path: str | os.PathLike[str], lock_timeout: float = 10.0) -> Any:
-    """The store at ``path`` as a read-only TinyDB in memory, read under the store's
-    shared lock, so that no write is ever seen half done, even while a server runs.
-    (Plain ``TinyDB(path)`` is safe only on a file no server is writing.) Deleted
-    services are left out."""
-    from tinydb import TinyDB
-    from tinydb.storages import MemoryStorage
-
-    engine = LogFile(os.fspath(path), lock_timeout=lock_timeout)
-    try:
-        with engine.locked(False):
-            live: dict[int, Location] = {}
-            for sid, loc, keys in engine.changes()[1]:
-                if keys is None:
-                    live.pop(sid, None)
-                else:
-                    live[sid] = loc
-            services = {str(sid): engine.read(loc) for sid, loc in sorted(live.items())}
-    finally:
-        engine.close()
-    db = TinyDB(storage=MemoryStorage)
-    db.storage.write({"services": services})
-    return db

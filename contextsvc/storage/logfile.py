@@ -45,6 +45,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from ..errors import StoreBusy, StoreCorrupt, StoreFailure, StoreReplaced
+from .records import TOMBSTONE, Location, Record, decode, keys_at
 
 log = logging.getLogger(__name__)
 
@@ -52,55 +53,11 @@ FORMAT = 1
 HEADER_START = b'{"_meta": '
 HEADER_END = b', "services": {\n'
 TRAILER = b"}}\n"
-TOMBSTONE = b'{"_deleted": true}'
 PAD_MIN = 1 << 20  # the file grows by at least this much whitespace at a time...
 PAD_SHORT = 4096   # ...unless the disk is too full for that
 _RECORD = re.compile(rb',?"([1-9][0-9]{0,15})": ')
 _READ_ONLY = (errno.EROFS, errno.EACCES, errno.EPERM)
 _BLANK = b" \t\r\n\x00"  # what may follow the trailer: padding, or zeroes left by a crash
-# Documents are written with their index keys first, so that a worker catching up
-# on other workers' writes (or reading the whole file at start) need not parse them.
-_STRING = rb'(null|"(?:[^"\\]|\\.)*")'
-_KEYS = re.compile(
-    rb'\{"service_id":[0-9]+,"customer_id":' + _STRING + rb',"contact_key":' + _STRING)
-
-Location = tuple[int, int]  # (offset of the JSON document, its length)
-Keys = tuple["str | None", "str | None"]  # (customer_id, contact_key)
-Record = tuple[int, Location, "Keys | None"]  # None: the service was deleted
-
-
-_decode = json.JSONDecoder().decode  # json.loads(bytes) would guess the encoding each time
-
-
-def _dumps(doc: dict[str, Any]) -> bytes:
-    """One line of JSON with the index keys first. ensure_ascii: lone surrogates
-    from JSON escapes survive the round trip."""
-    ordered = {"service_id": doc["service_id"], "customer_id": doc.get("customer_id"),
-               "contact_key": doc.get("contact_key"), **doc}
-    return json.dumps(ordered, ensure_ascii=True, separators=(",", ":")).encode("ascii")
-
-
-def keys_of(doc: dict[str, Any]) -> Keys:
-    return doc.get("customer_id"), doc.get("contact_key")
-
-
-def _string(raw: bytes) -> str | None:
-    if raw == b"null":
-        return None
-    return json.loads(raw) if b"\\" in raw else raw[1:-1].decode("ascii")
-
-
-def _keys(body: bytes) -> Keys | None:
-    """The index keys of a stored document, or None when it is not one."""
-    try:  # not in our own layout (written by another tool): parse it all
-        doc = json.loads(body)
-    except ValueError:
-        return None
-    if not isinstance(doc, dict):
-        return None
-    cid, key = doc.get("customer_id"), doc.get("contact_key")
-    return (cid if isinstance(cid, str) else None, key if isinstance(key, str) else None)
-
 
 def _padding(size: int) -> bytes:
     return b" " * (size - 1) + b"\n" if size > 0 else b""
@@ -241,7 +198,7 @@ class LogFile:
 
     def read(self, loc: Location) -> dict[str, Any]:
         try:
-            return _decode(os.pread(self._fd, loc[1], loc[0]).decode())
+            return decode(os.pread(self._fd, loc[1], loc[0]))
         except ValueError:  # UnicodeDecodeError included
             # the record was readable when it was indexed: the file changed under us
             raise self._replaced("was changed other than by appending") from None
@@ -373,14 +330,10 @@ class LogFile:
         start = match.end()
         loc = (offset + start, len(line) - start - 1)
         sid = int(match.group(1))
-        keys = _KEYS.match(line, start)  # our own layout: no need to parse it all
-        if keys is not None:
-            return sid, loc, (_string(keys.group(1)), _string(keys.group(2)))
-        body = line[start:-1]
-        if body == TOMBSTONE:
+        if line.startswith(TOMBSTONE, start) and loc[1] == len(TOMBSTONE):
             return sid, loc, None
-        parsed = _keys(body)
-        return None if parsed is None else (sid, loc, parsed)
+        keys = keys_at(line, start)
+        return None if keys is None else (sid, loc, keys)
 
     def _check_tail(self, offset: int) -> None:
         """A bad line is a torn write only if no good record follows it."""
@@ -558,7 +511,7 @@ class _Reader:
 
     def read(self, loc: Location) -> dict[str, Any]:
         try:
-            return _decode(os.pread(self._fd, loc[1], loc[0]).decode())
+            return decode(os.pread(self._fd, loc[1], loc[0]))
         except ValueError:  # the file was changed in place, by something else
             raise self._log._replaced("was changed other than by appending") from None
 

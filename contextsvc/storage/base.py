@@ -1,0 +1,120 @@
+"""The store contract: what the rest of contextsvc relies on, whatever the engine.
+
+A store holds whole service documents (plain dicts, states and tasks nested in
+them) under their service ids, and finds them by id, by ``customer_id``, and, for
+services without a customer, by ``contact_key``. Every engine passes the contract
+tests in ``tests/storage/test_contract.py``.
+
+Guarantees every method gives:
+
+* **A unit of work.** Each call is atomic: it sees every write acknowledged before
+  it, by any process of the deployment, and either happens whole or not at all.
+  A writing call returns only once its write is durable.
+* **Copies.** Documents handed in and out are the caller's: changing one changes
+  nothing stored.
+* **Ids.** Service ids are positive, below 2^53, handed out in increasing order,
+  and never handed out twice (not after a delete, not after a restart).
+* **Errors** are the domain errors of :mod:`contextsvc.errors`: ``NotFound``,
+  ``Conflict`` (an id that exists, on import), ``TooLarge``, ``StoreBusy``,
+  ``StoreFailure`` (with ``StoreReplaced``) and, at open, ``StoreCorrupt``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, Protocol, TypeVar
+
+Doc = dict[str, Any]
+T = TypeVar("T")
+MAX_SERVICE_ID = 2**53 - 1
+ON_CONFLICT = ("fail", "skip", "replace")
+
+
+class Reader(Protocol):
+    """Reads documents of a selection after the store's lock is released."""
+
+    def read(self, loc: Any) -> Doc: ...
+
+    def close(self) -> None: ...
+
+
+class Selection:
+    """Services chosen in one unit of work and read afterwards, so that a slow reader
+    of a large answer holds up no writer: each document is read as it was when it was
+    chosen. Iterate it (id order), or :meth:`read` one of its ``rows``; close it when
+    done (``with`` does)."""
+
+    def __init__(self, reader: Reader, rows: list[tuple[int, Any]], sizes: Iterable[int]):
+        self._reader = reader
+        self.rows = rows  # (service id, where the engine finds it), in id order
+        self.bytes = sum(sizes)  # about what the documents take, to choose how to answer
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __iter__(self) -> Iterator[Doc]:
+        return (self.read(loc) for _, loc in self.rows)
+
+    def read(self, loc: Any) -> Doc:
+        return self._reader.read(loc)
+
+    def close(self) -> None:
+        self._reader.close()
+
+    def __enter__(self) -> Selection:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class ServiceStore(Protocol):
+    """One tenant's services. Engines implement this; nothing else touches storage."""
+
+    engine_name: str
+
+    # ---------------------------------------------------------------- reading
+    def get_service(self, sid: int) -> Doc:
+        """The service ``sid``; ``NotFound`` when there is none."""
+
+    def customer_services(self, customer_id: str) -> Selection:
+        """The services associated with ``customer_id``."""
+
+    def anonymous_services(self, contact_key: str) -> Selection:
+        """The services with ``contact_key`` and no ``customer_id``."""
+
+    def scan(self, after: int = 0, limit: int | None = None) -> Selection:
+        """Services with ids above ``after``, in id order, at most ``limit`` of them:
+        export and housekeeping walk the store in batches with it."""
+
+    def count(self) -> int:
+        """How many services there are."""
+
+    # ---------------------------------------------------------------- writing
+    def create_service(self, build: Callable[[int], Doc]) -> Doc:
+        """Give ``build`` a new service id and store the document it returns."""
+
+    def create_services(self, builds: Iterable[Callable[[int], Doc]]) -> list[Doc]:
+        """Several new services in one unit of work."""
+
+    def update_service(self, sid: int, change: Callable[[Doc], T]) -> tuple[T, Doc]:
+        """Read service ``sid``, let ``change`` edit it in place, store the result.
+        Whatever ``change`` raises propagates and nothing is written. Returns what
+        ``change`` returned and the stored document."""
+
+    def delete_service(self, sid: int) -> None:
+        """Remove service ``sid``; ``NotFound`` when there is none. Its id is not
+        handed out again."""
+
+    def put_services(self, docs: Iterable[Doc], on_conflict: str = "fail") -> int:
+        """Store documents under the ids they carry (import), in one unit of work;
+        later new ids come after them. An id that exists: ``fail`` raises
+        ``Conflict`` and stores nothing, ``skip`` keeps the stored one, ``replace``
+        overwrites it. Returns how many were stored."""
+
+    # ---------------------------------------------------------------- upkeep
+    def compact(self) -> None:
+        """Reclaim the space of old versions and removed services now."""
+
+    def close(self) -> None:
+        """Release files and connections."""

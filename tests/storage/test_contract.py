@@ -1,0 +1,246 @@
+"""The store contract (contextsvc/storage/base.py), run against every engine.
+
+A new engine is added to ENGINES below and must pass all of it."""
+
+import threading
+
+import pytest
+
+from contextsvc.config import load
+from contextsvc.errors import Conflict, NotFound, TooLarge
+from contextsvc.storage import open_store
+
+ENGINES = ["file", "memory"]
+PERSISTENT = {"file"}
+
+
+class Opener:
+    """Opens stores of one engine on one place, as separate processes would."""
+
+    def __init__(self, engine, tmp_path):
+        self.engine = engine
+        self.settings = load({"storage": {"engine": engine, "path": str(tmp_path / "db.json")},
+                              "limits": {"max_service_bytes": 100_000}}, environ={})
+        self.opened = []
+
+    def __call__(self):
+        store = open_store(self.settings)
+        self.opened.append(store)
+        return store
+
+
+@pytest.fixture(params=ENGINES)
+def opener(request, tmp_path):
+    opener = Opener(request.param, tmp_path)
+    yield opener
+    for store in opener.opened:
+        store.close()
+
+
+@pytest.fixture
+def store(opener):
+    return opener()
+
+
+def service(sid, customer=None, key=None, **extra):
+    doc = {"service_id": sid, "started": {"timestamp": "2026-01-01T00:00:00.000Z"},
+           "data": {}, "states": [], "tasks": [], **extra}
+    if customer is not None:
+        doc["customer_id"] = customer
+    if key is not None:
+        doc["contact_key"] = key
+    return doc
+
+
+def create(store, customer=None, key=None, **extra):
+    return store.create_service(lambda sid: service(sid, customer, key, **extra))["service_id"]
+
+
+def ids(selection):
+    with selection:
+        return [doc["service_id"] for doc in selection]
+
+
+# ------------------------------------------------------------------ ids
+def test_ids_start_at_one_and_increase(store):
+    assert [create(store, "C") for _ in range(5)] == [1, 2, 3, 4, 5]
+    assert [d["service_id"] for d in store.create_services(
+        [lambda sid: service(sid, "C")] * 3)] == [6, 7, 8]
+    assert store.count() == 8
+
+
+def test_ids_are_not_reused_after_a_delete(opener):
+    store = opener()
+    first, last = create(store, "C"), create(store, "C")
+    store.delete_service(last)
+    assert create(store, "C") == last + 1
+    if opener.engine in PERSISTENT:
+        again = opener()
+        assert again.get_service(first)["customer_id"] == "C"
+        again.delete_service(last + 1)
+        assert create(opener(), "C") == last + 2
+
+
+def test_concurrent_creates_get_distinct_ids(store):
+    got, errors = [], []
+
+    def work():
+        try:
+            got.extend(create(store, "T") for _ in range(25))
+        except Exception as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors
+    assert sorted(got) == list(range(1, 201))
+
+
+# ------------------------------------------------------------------ reading and writing
+def test_documents_handed_out_are_copies(store):
+    sid = create(store, "C", note="kept")
+    doc = store.get_service(sid)
+    doc["data"]["x"] = 1
+    doc["customer_id"] = "other"
+    assert store.get_service(sid) == service(sid, "C", note="kept")
+
+
+def test_update_stores_what_the_change_made_and_returns_its_result(store):
+    sid = create(store, "C")
+
+    def change(doc):
+        doc["data"]["n"] = 1
+        return "result"
+
+    result, doc = store.update_service(sid, change)
+    assert result == "result" and doc["data"] == {"n": 1}
+    assert store.get_service(sid)["data"] == {"n": 1}
+
+
+def test_a_change_that_raises_writes_nothing(store):
+    sid = create(store, "C")
+
+    def change(doc):
+        doc["data"]["n"] = 1
+        raise Conflict("no")
+
+    with pytest.raises(Conflict):
+        store.update_service(sid, change)
+    assert store.get_service(sid)["data"] == {}
+
+
+def test_unknown_and_deleted_services_are_not_found(store):
+    sid = create(store, "C")
+    store.delete_service(sid)
+    for call in (lambda: store.get_service(sid), lambda: store.delete_service(sid),
+                 lambda: store.update_service(sid, lambda doc: None),
+                 lambda: store.get_service(999)):
+        with pytest.raises(NotFound):
+            call()
+    assert store.count() == 0
+
+
+def test_a_service_over_the_size_limit_is_refused_whole(store):
+    with pytest.raises(TooLarge):
+        create(store, "C", blob="x" * 100_000)
+    assert store.count() == 0
+    sid = create(store, "C")
+    with pytest.raises(TooLarge):
+        store.update_service(sid, lambda doc: doc["data"].update(blob="x" * 100_000))
+    assert store.get_service(sid)["data"] == {}
+
+
+# ------------------------------------------------------------------ indexes
+def test_customer_and_anonymous_indexes_follow_every_write(store):
+    a = create(store, "C1")
+    b = create(store, key="k")
+    c = create(store, "C2", key="k")  # has a customer: not anonymous
+    assert ids(store.customer_services("C1")) == [a]
+    assert ids(store.anonymous_services("k")) == [b]
+    store.update_service(b, lambda doc: doc.update(customer_id="C1"))  # associate
+    assert ids(store.customer_services("C1")) == [a, b]
+    assert ids(store.anonymous_services("k")) == []
+    store.delete_service(a)
+    assert ids(store.customer_services("C1")) == [b]
+    assert ids(store.customer_services("C2")) == [c]
+    assert ids(store.customer_services("nobody")) == []
+
+
+def test_a_selection_reads_services_as_they_were_when_chosen(store):
+    sid = create(store, "C", v=1)
+    selection = store.customer_services("C")
+    store.update_service(sid, lambda doc: doc.update(v=2))
+    store.compact()
+    create(store, "C")
+    with selection:
+        assert [doc["v"] for doc in selection] == [1]
+        assert selection.bytes > 0 and len(selection) == 1
+
+
+def test_another_store_on_the_same_place_sees_every_write(opener):
+    if opener.engine not in PERSISTENT:
+        pytest.skip("one process's store")
+    one, two = opener(), opener()
+    sid = create(one, "C")
+    two.update_service(sid, lambda doc: doc.update(customer_id="D"))
+    one.compact()
+    assert ids(two.customer_services("D")) == [sid]
+    assert one.get_service(sid)["customer_id"] == "D"
+    assert ids(one.customer_services("C")) == []
+
+
+# ------------------------------------------------------------------ walking, importing
+def test_scan_walks_every_service_in_id_order_in_batches(store):
+    sids = [create(store, f"C{i % 3}") for i in range(25)]
+    for sid in sids[::4]:
+        store.delete_service(sid)
+    live = [sid for sid in sids if sid not in sids[::4]]
+    walked, after = [], 0
+    while batch := ids(store.scan(after=after, limit=7)):
+        assert len(batch) <= 7
+        walked += batch
+        after = batch[-1]
+    assert walked == live == ids(store.scan())
+    store.compact()
+    assert ids(store.scan(after=live[3], limit=2)) == live[4:6]
+
+
+def test_put_services_keeps_ids_and_moves_the_counter(store):
+    create(store, "C")
+    assert store.put_services([service(40, "I"), service(7, key="k")]) == 2
+    assert ids(store.scan()) == [1, 7, 40]
+    assert ids(store.anonymous_services("k")) == [7]
+    assert create(store, "C") == 41
+
+
+def test_put_services_on_conflict(store):
+    store.put_services([service(5, "I", v=1)])
+    with pytest.raises(Conflict):
+        store.put_services([service(6, "I"), service(5, "I", v=2)])
+    assert ids(store.scan()) == [5]  # all or nothing
+    assert store.put_services([service(6, "I"), service(5, "I", v=2)], "skip") == 1
+    assert store.get_service(5)["v"] == 1
+    assert store.put_services([service(5, "J", v=3)], "replace") == 1
+    assert store.get_service(5)["v"] == 3
+    assert ids(store.customer_services("I")) == [6]
+    assert ids(store.customer_services("J")) == [5]
+    with pytest.raises(ValueError):
+        store.put_services([service(2**53, "I")])
+    with pytest.raises(ValueError):
+        store.put_services([service(1, "I")], "merge")
+
+
+def test_compaction_keeps_every_service(opener):
+    store = opener()
+    sids = [create(store, "C", n=i) for i in range(10)]
+    for sid in sids:
+        store.update_service(sid, lambda doc: doc.update(n=doc["n"] + 100))
+    store.delete_service(sids[0])
+    store.compact()
+    again = opener() if opener.engine in PERSISTENT else store
+    for each in (store, again):
+        assert [doc["n"] for doc in each.scan()] == list(range(101, 110))
+    assert create(again, "C") == sids[-1] + 1
