@@ -22,6 +22,7 @@ Guarantees every method gives:
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import AbstractContextManager
 from typing import Any, Protocol, TypeVar
 
 Doc = dict[str, Any]
@@ -106,6 +107,13 @@ class ServiceStore(Protocol):
         """Remove service ``sid``; ``NotFound`` when there is none. Its id is not
         handed out again."""
 
+    def rewrite_services(self, sids: Iterable[int], change: Callable[[Doc], bool | None]
+                         ) -> tuple[int, int]:
+        """Several services in one unit of work (housekeeping works in such batches):
+        ``change`` edits each in place and returns True to store it, False to leave
+        it as it was, None to delete it. Ids that name no service are passed over.
+        Returns (services written, services deleted)."""
+
     def put_services(self, docs: Iterable[Doc], on_conflict: str = "fail") -> int:
         """Store documents under the ids they carry (import), in one unit of work;
         later new ids come after them. An id that exists: ``fail`` raises
@@ -113,6 +121,12 @@ class ServiceStore(Protocol):
         overwrites it. Returns how many were stored."""
 
     # ---------------------------------------------------------------- upkeep
+    def periodic(self, name: str, every: float) -> AbstractContextManager[bool]:
+        """Whether this process should run the periodic job ``name`` now: ``with
+        store.periodic("sweep", 60) as mine:`` gives True when no process of the
+        deployment is running it and none finished it within ``every`` seconds;
+        leaving the block after True records it as done now. Never waits."""
+
     def compact(self) -> None:
         """Reclaim the space of old versions and removed services now."""
 

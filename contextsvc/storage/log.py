@@ -17,6 +17,7 @@ import logging
 import os
 import threading
 from collections.abc import Callable, Iterable
+from contextlib import AbstractContextManager
 from typing import NamedTuple
 
 from ..errors import Conflict, NotFound, StoreCorrupt, StoreFailure, StoreReplaced, TooLarge
@@ -223,6 +224,32 @@ class LogStore:
                 self._row(sid)
                 self._write([(sid, None)])
             self.engine.sync()
+
+    def rewrite_services(self, sids: Iterable[int], change: Callable[[Doc], bool | None]
+                         ) -> tuple[int, int]:
+        written = deleted = 0
+        with self._mutex:
+            with self.engine.locked(True):
+                self._sync()
+                items: list[tuple[int, Doc | None]] = []
+                for sid in sids:
+                    if sid not in self._rows:
+                        continue
+                    doc = self._read(sid)
+                    verdict = change(doc)
+                    if verdict is None:
+                        items.append((sid, None))
+                        deleted += 1
+                    elif verdict:
+                        items.append((sid, doc))
+                        written += 1
+                if items:
+                    self._write(items)
+            self.engine.sync()
+        return written, deleted
+
+    def periodic(self, name: str, every: float) -> AbstractContextManager[bool]:
+        return self.engine.periodic(name, every)
 
     def put_services(self, docs: Iterable[Doc], on_conflict: str = "fail") -> int:
         if on_conflict not in ON_CONFLICT:

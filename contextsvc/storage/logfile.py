@@ -123,6 +123,35 @@ class LogFile:
         finally:
             fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
 
+    @contextmanager
+    def periodic(self, name: str, every: float) -> Iterator[bool]:
+        """See :meth:`contextsvc.storage.base.ServiceStore.periodic`: a lock file of
+        its own, ``<path>.<name>.lock``, holds the time the job last finished."""
+        path = f"{self.path}.{name}.lock"
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        except OSError:
+            yield False  # a read-only disk: no housekeeping can write anyway
+            return
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                yield False  # another process is running it
+                return
+            try:
+                last = float(os.pread(fd, 32, 0).strip() or 0)
+            except ValueError:
+                last = 0.0
+            if time.time() - last < every:
+                yield False
+                return
+            yield True
+            record = b"%.3f" % time.time()
+            os.pwrite(fd, record.ljust(32), 0)
+        finally:
+            os.close(fd)  # releases the flock
+
     def _open_lock(self) -> None:
         flags = os.O_CLOEXEC
         try:

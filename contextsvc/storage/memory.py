@@ -4,6 +4,8 @@ nothing is shared between gunicorn workers."""
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -18,6 +20,8 @@ class MemoryLog:
         self._blobs: list[bytes] = []
         self._size = 0
         self.last_id = 0
+        self._jobs: dict[str, threading.Lock] = {}
+        self._done: dict[str, float] = {}
 
     @contextmanager
     def locked(self, exclusive: bool) -> Iterator[None]:
@@ -25,6 +29,21 @@ class MemoryLog:
 
     def changes(self) -> tuple[bool, Iterator[Record]]:
         return False, iter(())
+
+    @contextmanager
+    def periodic(self, name: str, every: float) -> Iterator[bool]:
+        mutex = self._jobs.setdefault(name, threading.Lock())
+        if not mutex.acquire(blocking=False):
+            yield False
+            return
+        try:
+            if time.time() - self._done.get(name, 0.0) < every:
+                yield False
+                return
+            yield True
+            self._done[name] = time.time()
+        finally:
+            mutex.release()
 
     def sync(self) -> None:
         pass

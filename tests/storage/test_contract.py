@@ -244,3 +244,38 @@ def test_compaction_keeps_every_service(opener):
     for each in (store, again):
         assert [doc["n"] for doc in each.scan()] == list(range(101, 110))
     assert create(again, "C") == sids[-1] + 1
+
+
+# ------------------------------------------------------------------ housekeeping
+def test_rewrite_services_writes_deletes_and_leaves_in_one_unit(opener):
+    store = opener()
+    sids = [create(store, "C", n=i) for i in range(5)]
+
+    def change(doc):
+        if doc["n"] == 0:
+            return None  # delete
+        if doc["n"] % 2:
+            doc["n"] += 100
+            return True  # write
+        doc["n"] = -1  # changed, but told to leave it: not stored
+        return False
+
+    assert store.rewrite_services(sids + [999], change) == (2, 1)
+    for each in [store] + ([opener()] if opener.engine in PERSISTENT else []):
+        assert [doc["n"] for doc in each.scan()] == [101, 2, 103, 4]
+        assert ids(each.customer_services("C")) == sids[1:]
+
+
+def test_a_periodic_job_runs_in_one_place_at_a_time_and_not_again_too_soon(opener):
+    one = opener()
+    two = opener() if opener.engine in PERSISTENT else one
+    with one.periodic("sweep", 3600) as mine:
+        assert mine
+        with two.periodic("sweep", 3600) as theirs:
+            assert not theirs  # running elsewhere
+    with two.periodic("sweep", 3600) as theirs:
+        assert not theirs  # done a moment ago
+    with two.periodic("sweep", 0) as theirs:
+        assert theirs
+    with one.periodic("other", 3600) as mine:
+        assert mine
