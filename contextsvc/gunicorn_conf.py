@@ -13,6 +13,8 @@ Any setting can still be given on the command line.
 from __future__ import annotations
 
 import json
+import time
+from typing import Any
 
 from gunicorn import util
 
@@ -38,6 +40,39 @@ worker_connections = 1000
 # connection is kept. Below graceful_timeout, so that idle connections do not hold
 # up a worker's restart (benoitc/gunicorn#3227).
 keepalive = 5
+
+
+class _BodyDeadline:
+    """A request body reader that gives up once ``seconds`` have passed.
+
+    gunicorn bounds the wait for a request's headers (above) but not for its body:
+    a client that sends its headers and then a byte now and then would hold its
+    connection for as long as it likes. This puts a deadline on the whole body;
+    when it passes, the read raises TimeoutError, which the app answers with a
+    JSON 400 and after which gunicorn closes the connection.
+    """
+
+    def __init__(self, reader: Any, seconds: float):
+        self.reader = reader
+        self.deadline = time.monotonic() + seconds
+
+    def read(self, size: int) -> bytes:
+        import gevent
+
+        left = max(self.deadline - time.monotonic(), 0.001)
+        with gevent.Timeout(left, TimeoutError("the request body was not sent in time")):
+            return self.reader.read(size)
+
+
+def pre_request(worker: Any, req: Any) -> None:
+    """gunicorn's own hook (a debug line), plus a deadline of ``timeout`` seconds
+    for the request body, under gevent workers (a sync worker has its own)."""
+    worker.log.debug("%s %s", req.method, req.path)
+    from gevent import monkey
+
+    body = getattr(req, "body", None)
+    if monkey.is_module_patched("socket") and body is not None:
+        body.reader = _BodyDeadline(body.reader, worker.cfg.timeout)
 
 def write_json_error(sock, status_int: int, reason: str, mesg: str) -> None:
     body = json.dumps({"message": mesg or reason,

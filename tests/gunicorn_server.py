@@ -22,7 +22,8 @@ def free_port() -> int:
 
 
 class Server:
-    def __init__(self, db_path: str, workers: int = 4, extra_env: dict[str, str] | None = None):
+    def __init__(self, db_path: str, workers: int = 4, extra_env: dict[str, str] | None = None,
+                 extra_args: tuple[str, ...] = ()):
         self.port = free_port()
         env = {**os.environ, "CONTEXTSVC_STORAGE_PATH": db_path, **(extra_env or {})}
         env.pop("CONTEXTSVC_CONFIG", None)
@@ -30,7 +31,7 @@ class Server:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "gunicorn", "-c", "python:contextsvc.gunicorn_conf",
              "-w", str(workers), "-b",
-             f"127.0.0.1:{self.port}", "--graceful-timeout", "2", "wsgi:app"],
+             f"127.0.0.1:{self.port}", "--graceful-timeout", "2", *extra_args, "wsgi:app"],
             cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT,
             start_new_session=True)
         deadline = time.monotonic() + 30

@@ -136,3 +136,50 @@ def test_a_connection_must_send_its_headers_within_seconds(server):
         closed.set()
         sender.join()
     assert data == b"" and elapsed < 10, (data[:80], elapsed)
+
+
+BODY_TIMEOUT = 3  # gunicorn's --timeout, the time a request body has to arrive
+
+
+@pytest.fixture
+def quick_server(tmp_path):
+    srv = Server(str(tmp_path / "contextsvc.json"), workers=2,
+                 extra_args=("--timeout", str(BODY_TIMEOUT)))
+    yield srv
+    srv.stop()
+
+
+def test_a_request_body_must_arrive_within_the_timeout(quick_server):
+    """A connection that trickles its body gets a JSON 400 once the worker timeout
+    has passed, and is closed; nothing is stored."""
+    with socket.create_connection(("127.0.0.1", quick_server.port), timeout=30) as sock:
+        sock.sendall(b"POST /services/start HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                     b"Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{")
+        start = time.monotonic()
+        answered = threading.Event()
+
+        def trickle() -> None:
+            try:
+                for _ in range(20):
+                    if answered.wait(0.5):
+                        return
+                    sock.sendall(b" ")
+            except OSError:
+                pass
+
+        sender = threading.Thread(target=trickle)
+        sender.start()
+        received = b""
+        try:
+            while chunk := sock.recv(65536):
+                received += chunk
+        except OSError:
+            pass
+        elapsed = time.monotonic() - start
+        answered.set()
+        sender.join()
+    head, _, body = received.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400 "), received[:200]
+    assert b'"exception"' in body
+    assert BODY_TIMEOUT - 0.5 < elapsed < BODY_TIMEOUT + 3
+    assert quick_server.request("GET", "/services/1")[0] == 404
