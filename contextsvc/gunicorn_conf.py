@@ -71,8 +71,9 @@ def pre_request(worker: Any, req: Any) -> None:
     from gevent import monkey
 
     body = getattr(req, "body", None)
-    if monkey.is_module_patched("socket") and body is not None:
+    if monkey.is_module_patched("socket") and getattr(body, "reader", None) is not None:
         body.reader = _BodyDeadline(body.reader, worker.cfg.timeout)
+
 
 def write_json_error(sock, status_int: int, reason: str, mesg: str) -> None:
     body = json.dumps({"message": mesg or reason,
