@@ -4,13 +4,17 @@ gunicorn answers requests too malformed to reach the app (a request line over
 its limit, broken headers or chunking) with an HTML page of its own, from
 ``gunicorn.util.write_error``. The contract is that every error is JSON, so this
 module, loaded in the master before the workers fork, replaces that one function
-with one that writes the contract's error shape. Everything else is gunicorn's
-default, and any setting can still be given on the command line.
+with one that writes the contract's error shape.
+
+It also keeps slow clients from taking the service down (see the settings below).
+Any setting can still be given on the command line.
 """
 
 from __future__ import annotations
 
 import json
+import time
+from typing import Any
 
 from gunicorn import util
 
@@ -18,6 +22,58 @@ from contextsvc.errors import HTTP_NAMES
 
 # The longest request line gunicorn accepts (its maximum; the default is 4094).
 limit_request_line = 8190
+
+# Slow clients. A sync worker serves one connection at a time and waits for a slow
+# client's request for up to `timeout` seconds (then it is killed): a few dozen
+# connections trickling their headers or body stop the service. gunicorn's docs ask
+# for a buffering proxy in front of sync workers or for an async worker when it
+# faces clients directly. With gevent, a connection waiting for its client holds a
+# greenlet, not the worker, and each worker serves up to `worker_connections`
+# connections at once. The store works under it: gevent's monkey patching (done
+# by the worker before it loads the app) makes the store's threading.RLock and
+# time.sleep greenlet-aware, and its file I/O never yields inside a lock.
+worker_class = "gevent"
+worker_connections = 1000
+# gevent's worker reads a request line and its headers under a Timeout of
+# `keepalive` seconds (gunicorn/workers/base_async.py): this bounds how long a
+# connection may take to send them, as well as how long an idle keep-alive
+# connection is kept. Below graceful_timeout, so that idle connections do not hold
+# up a worker's restart (benoitc/gunicorn#3227).
+keepalive = 5
+
+
+class _BodyDeadline:
+    """A request body reader that gives up once ``seconds`` have passed.
+
+    gunicorn bounds the wait for a request's headers (above) but not for its body:
+    a client that sends its headers and then a byte now and then would hold its
+    connection for as long as it likes. This puts a deadline on the whole body;
+    when it passes, the read raises TimeoutError, which the app answers with a
+    JSON 400 and after which gunicorn closes the connection.
+    """
+
+    def __init__(self, reader: Any, seconds: float):
+        self.reader = reader
+        self.deadline = time.monotonic() + seconds
+
+    def read(self, size: int) -> bytes:
+        import gevent
+
+        left = max(self.deadline - time.monotonic(), 0.001)
+        with gevent.Timeout(left, TimeoutError("the request body was not sent in time")):
+            return self.reader.read(size)
+
+
+def pre_request(worker: Any, req: Any) -> None:
+    """gunicorn's own hook (a debug line), plus a deadline of ``timeout`` seconds
+    for the request body, under gevent workers (a sync worker has its own)."""
+    worker.log.debug("%s %s", req.method, req.path)
+    from gevent import monkey
+
+    body = getattr(req, "body", None)
+    if monkey.is_module_patched("socket") and getattr(body, "reader", None) is not None:
+        body.reader = _BodyDeadline(body.reader, worker.cfg.timeout)
+
 
 def write_json_error(sock, status_int: int, reason: str, mesg: str) -> None:
     body = json.dumps({"message": mesg or reason,
