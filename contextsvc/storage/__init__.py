@@ -35,4 +35,5 @@ def open_store(settings: dict[str, Any], path: str | None = None) -> ServiceStor
                          lock_timeout=storage["lock_timeout"])
     return LogStore(engine, compact_min_bytes=storage["compact_min_bytes"],
                     compact_ratio=storage["compact_ratio"],
-                    max_service_bytes=settings["limits"]["max_service_bytes"])
+                    max_service_bytes=settings["limits"]["max_service_bytes"],
+                    lock_timeout=storage["lock_timeout"])

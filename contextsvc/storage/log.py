@@ -16,11 +16,19 @@ import bisect
 import logging
 import os
 import threading
-from collections.abc import Callable, Iterable
-from contextlib import AbstractContextManager
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from typing import NamedTuple
 
-from ..errors import Conflict, NotFound, StoreCorrupt, StoreFailure, StoreReplaced, TooLarge
+from ..errors import (
+    Conflict,
+    NotFound,
+    StoreBusy,
+    StoreCorrupt,
+    StoreFailure,
+    StoreReplaced,
+    TooLarge,
+)
 from .base import MAX_SERVICE_ID, ON_CONFLICT, Doc, Selection, T
 from .logfile import LogFile
 from .memory import MemoryLog
@@ -38,7 +46,8 @@ class Row(NamedTuple):
 
 class LogStore:
     def __init__(self, engine: LogFile | MemoryLog, *, compact_min_bytes: int = 16 << 20,
-                 compact_ratio: float = 2.0, max_service_bytes: int = 16 << 20):
+                 compact_ratio: float = 2.0, max_service_bytes: int = 16 << 20,
+                 lock_timeout: float = 10.0):
         self.engine = engine
         self.engine_name = "memory" if isinstance(engine, MemoryLog) else "file"
         self.compact_min_bytes = compact_min_bytes
@@ -46,10 +55,11 @@ class LogStore:
         self.max_service_bytes = max_service_bytes
         self.pid = os.getpid()
         self._mutex = threading.RLock()
+        self._wait = lock_timeout
         self._refused: StoreReplaced | None = None
         self._reset()
         try:
-            with self._mutex, engine.locked(True):
+            with self._turn(), engine.locked(True):
                 if isinstance(engine, LogFile):
                     import_tinydb_file(engine)
                 engine.ensure()
@@ -115,6 +125,19 @@ class LogStore:
         elif row.contact_key is not None:
             self._anonymous.setdefault(row.contact_key, set()).add(sid)
 
+    @contextmanager
+    def _turn(self) -> Iterator[None]:
+        """This process's turn at the store. Threads (or greenlets, under gevent
+        workers) of one process take turns here before they take the engine's lock;
+        they wait at most as long as for that lock, then get StoreBusy (503)."""
+        if not self._mutex.acquire(timeout=self._wait):
+            raise StoreBusy(f"The store is busy: this process's turn did not come within "
+                            f"{self._wait:g} s")
+        try:
+            yield
+        finally:
+            self._mutex.release()
+
     def _add_to_order(self, sid: int) -> None:
         order = self._order
         if not order or sid > order[-1]:
@@ -128,7 +151,7 @@ class LogStore:
 
     # ----------------------------------------------------------------- reading
     def get_service(self, sid: int) -> Doc:
-        with self._mutex, self.engine.locked(False):
+        with self._turn(), self.engine.locked(False):
             self._sync()
             return self._read(sid)
 
@@ -141,12 +164,12 @@ class LogStore:
         return self._select("_anonymous", contact_key)
 
     def _select(self, index: str, key: str) -> Selection:
-        with self._mutex, self.engine.locked(False):
+        with self._turn(), self.engine.locked(False):
             self._sync()  # may replace the indexes (another process compacted): look after
             return self._selection(sorted(getattr(self, index).get(key, ())))
 
     def scan(self, after: int = 0, limit: int | None = None) -> Selection:
-        with self._mutex, self.engine.locked(False):
+        with self._turn(), self.engine.locked(False):
             self._sync()
             if self._dead > len(self._order) // 2:
                 self._order = [sid for sid in self._order if sid in self._rows]
@@ -171,7 +194,7 @@ class LogStore:
         return doc
 
     def count(self) -> int:
-        with self._mutex, self.engine.locked(False):
+        with self._turn(), self.engine.locked(False):
             self._sync()
             return len(self._rows)
 
@@ -188,7 +211,7 @@ class LogStore:
 
     def create_services(self, builds: Iterable[Callable[[int], Doc]]) -> list[Doc]:
         """Several new services in one durable write (used for bulk loading)."""
-        with self._mutex:
+        with self._turn():
             with self.engine.locked(True):
                 self._sync()
                 docs = []
@@ -208,7 +231,7 @@ class LogStore:
         Whatever ``change`` raises propagates and nothing is written. Returns what
         ``change`` returned and the stored document.
         """
-        with self._mutex:
+        with self._turn():
             with self.engine.locked(True):
                 self._sync()
                 doc = self._read(sid)
@@ -218,7 +241,7 @@ class LogStore:
             return result, doc
 
     def delete_service(self, sid: int) -> None:
-        with self._mutex:
+        with self._turn():
             with self.engine.locked(True):
                 self._sync()
                 self._row(sid)
@@ -228,7 +251,7 @@ class LogStore:
     def rewrite_services(self, sids: Iterable[int], change: Callable[[Doc], bool | None]
                          ) -> tuple[int, int]:
         written = deleted = 0
-        with self._mutex:
+        with self._turn():
             with self.engine.locked(True):
                 self._sync()
                 items: list[tuple[int, Doc | None]] = []
@@ -259,7 +282,7 @@ class LogStore:
             sid = doc.get("service_id")
             if isinstance(sid, bool) or not isinstance(sid, int) or not 0 < sid <= MAX_SERVICE_ID:
                 raise ValueError(f"service_id {sid!r} is not an id from 1 to 2^53 - 1")
-        with self._mutex:
+        with self._turn():
             with self.engine.locked(True):
                 self._sync()
                 existing = [doc["service_id"] for doc in docs if doc["service_id"] in self._rows]
@@ -292,7 +315,7 @@ class LogStore:
 
     def compact(self) -> None:
         """Rewrite the file with only the newest version of each live service."""
-        with self._mutex, self.engine.locked(True):
+        with self._turn(), self.engine.locked(True):
             self._sync()
             self._compact()
 

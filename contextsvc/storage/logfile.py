@@ -147,8 +147,7 @@ class LogFile:
                 yield False
                 return
             yield True
-            record = b"%.3f" % time.time()
-            os.pwrite(fd, record.ljust(32), 0)
+            os.pwrite(fd, repr(time.time()).encode().ljust(32), 0)  # repr: exact
         finally:
             os.close(fd)  # releases the flock
 

@@ -7,7 +7,7 @@ import threading
 import pytest
 
 from contextsvc.config import load
-from contextsvc.errors import Conflict, NotFound, TooLarge
+from contextsvc.errors import Conflict, NotFound, StoreBusy, TooLarge
 from contextsvc.storage import open_store
 
 ENGINES = ["file", "memory"]
@@ -279,3 +279,25 @@ def test_a_periodic_job_runs_in_one_place_at_a_time_and_not_again_too_soon(opene
         assert theirs
     with one.periodic("other", 3600) as mine:
         assert mine
+
+
+def test_a_unit_of_work_that_cannot_start_in_time_is_busy(opener):
+    opener.settings["storage"]["lock_timeout"] = 0.2
+    store = opener()
+    sid = create(store, "C")
+    entered, release = threading.Event(), threading.Event()
+
+    def slow(doc):
+        entered.set()
+        release.wait(10)
+
+    holder = threading.Thread(target=store.update_service, args=(sid, slow))
+    holder.start()
+    try:
+        assert entered.wait(10)
+        with pytest.raises(StoreBusy):
+            store.get_service(sid)
+    finally:
+        release.set()
+        holder.join()
+    assert store.get_service(sid)["service_id"] == sid
