@@ -19,11 +19,12 @@ class _Response(Response):
 def create_app(test_config: Mapping[str, Mapping[str, Any]] | None = None) -> Flask:
     """Build the WSGI app. ``test_config`` overrides settings: ``{section: {key: value}}``."""
     from . import config, docs, errors, logs, services, states, tasks
-    from .web import StoreHolder
+    from .web import IdConverter, StoreHolder
 
     settings = config.load(test_config)
     app = Flask(__name__)
     app.response_class = _Response
+    app.url_map.converters["id"] = IdConverter
     app.config["CONTEXTSVC"] = settings
     # One byte more than the limit: werkzeug may cut a chunked body at this size
     # instead of refusing it, and the body reader answers 413 for anything longer

@@ -9,17 +9,38 @@ from typing import Any
 
 from flask import current_app, jsonify, request, url_for
 from werkzeug.exceptions import HTTPException
+from werkzeug.routing import BaseConverter
 
 from . import jsonbody, schemas
 from .errors import Invalid
 from .store import Store, open_store
 
-# Plain int converters: with min/max, werkzeug answers 405 instead of 404 when an
-# out-of-range id meets a method the route does not serve. An id that names no
-# resource (0, or past the largest) is a 404 from the store, for every method.
-SID = "<int:sid>"
-STID = "<int:stid>"
-TID = "<int:tid>"
+
+class IdConverter(BaseConverter):
+    """A resource id in a path: ASCII digits without leading zeros.
+
+    werkzeug's ``int`` converter matches any Unicode digit (``/services/%EF%BC%91``,
+    a fullwidth 1, is service 1) and zero padding (``/services/01``); API.md 2.1
+    says such an id does not match the route. ``0`` does match, like an id past
+    the largest: it names no resource, and the store answers 404 for every method
+    the route serves (a method it does not serve stays a 405). There is no upper
+    bound for the same reason: with one, werkzeug answers 405 instead of 404 when
+    an out-of-range id meets a method the route does not serve.
+    """
+
+    regex = r"0|[1-9][0-9]*"
+    part_isolating = True
+
+    def to_python(self, value: str) -> int:
+        return int(value)
+
+    def to_url(self, value: int) -> str:
+        return str(int(value))
+
+
+SID = "<id:sid>"
+STID = "<id:stid>"
+TID = "<id:tid>"
 
 
 class StoreHolder:

@@ -249,3 +249,26 @@ def test_error_shape_has_field_errors(client):
 def test_ids_out_of_range_name_nothing(client, sid, method, path, status):
     r = getattr(client, method)(path.format(sid=sid))
     assert_error(r, status, "NotFoundException" if status == 404 else "MethodNotAllowed")
+
+
+NOT_IDS = ["%EF%BC%91", "%D9%A1", "01"]  # fullwidth 1, Arabic-Indic 1, zero-padded 1
+
+
+@pytest.mark.parametrize("path", ["/services/{id}", "/services/{sid}/states/{id}",
+                                  "/services/{sid}/tasks/{id}"])
+@pytest.mark.parametrize("not_id", NOT_IDS, ids=["fullwidth", "arabic-indic", "zero-padded"])
+def test_non_ascii_and_zero_padded_ids_do_not_match_routes(api, client, base, path, not_id):
+    """API.md 2.1: an id that is not ASCII digits without leading zeros matches no
+    route; werkzeug's int converter used to read each of these as 1."""
+    sid = api.start_service(customer_id="C1")
+    assert sid == 1
+    api.start_state(sid)
+    api.start_task(sid)
+    url = base + path.format(sid=sid, id=not_id)
+    assert_error(client.get(url), 404, "NotFoundException")
+    r = client.delete(url)
+    assert r.status_code in (404, 405) and r.status_code != 200
+    if path == "/services/{id}":
+        assert_error(r, 404, "NotFoundException")
+    assert client.get(f"{base}/services/1/states/1").status_code == 200
+    assert client.get(f"{base}/services/1/tasks/1").status_code == 200
