@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from flask import Flask
+if TYPE_CHECKING:  # the domain and the store are used without Flask (a sweeper, an importer)
+    from flask import Flask
 
 __version__ = "0.1.0"
 

@@ -51,7 +51,6 @@ class Operation:
     status: int
     body: type[Schema] | str | None = None
     body_required: bool = False
-    body_example: Any = None
     query: type[Schema] | None = None
     response: str | None = None
     many: bool = False
@@ -89,7 +88,7 @@ class ApiBlueprint(Blueprint):
 
     def operation(self, method: str, rule: str, summary: str, *, role: str,
                   status: int = 200, body: type[Schema] | str | None = None,
-                  body_required: bool = False, body_example: Any = None,
+                  body_required: bool = False,
                   query: type[Schema] | None = None, response: str | None = None,
                   many: bool = False, errors: tuple[int, ...] = (),
                   defaults: dict[str, Any] | None = None, suffix: str = ""
@@ -114,7 +113,7 @@ class ApiBlueprint(Blueprint):
                 wrapped = known[1]
             self.operations.append(Operation(
                 self.name, name, method, rule, name + suffix, summary, role, status, body,
-                body_required, body_example, query, response, many, errors,
+                body_required, query, response, many, errors,
                 dict(defaults or {})))
             options: dict[str, Any] = {"methods": [method]}
             if defaults:
