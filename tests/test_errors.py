@@ -272,3 +272,37 @@ def test_non_ascii_and_zero_padded_ids_do_not_match_routes(api, client, base, pa
         assert_error(r, 404, "NotFoundException")
     assert client.get(f"{base}/services/1/states/1").status_code == 200
     assert client.get(f"{base}/services/1/tasks/1").status_code == 200
+
+
+@pytest.mark.parametrize("name, status, exception, retry_after", [
+    ("Invalid", 400, "ValidationError", None), ("NotFound", 404, "NotFoundException", None),
+    ("Conflict", 409, "ConflictException", None), ("TooLarge", 413, "PayloadTooLarge", None),
+    ("StoreBusy", 503, "ServiceUnavailable", "1"),
+    ("StoreFailure", 503, "ServiceUnavailable", "5"), ("StoreCorrupt", 500, "StoreCorrupt", None),
+])
+def test_each_domain_error_has_its_status(name, status, exception, retry_after):
+    """Domain errors carry no HTTP; the API maps each one in one table."""
+    from contextsvc import errors
+
+    app = create_app({"storage": {"engine": "memory"}})
+
+    @app.get("/raise")
+    def raise_it():
+        raise getattr(errors, name)("what happened", {"field": ["why"]})
+
+    r = app.test_client().get("/raise")
+    body = assert_error(r, status, exception)
+    assert body["message"] == "what happened" and body["errors"] == {"field": ["why"]}
+    assert r.headers.get("Retry-After") == retry_after
+
+
+def test_gunicorn_error_pages_use_the_same_error_body(monkeypatch):
+    from contextsvc import gunicorn_conf
+
+    sent = []
+    monkeypatch.setattr(gunicorn_conf.util, "write_nonblock", lambda sock, data: sent.append(data))
+    gunicorn_conf.write_json_error(None, 431, "Request Header Fields Too Large", "")
+    head, _, body = b"".join(sent).partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 431 ") and b"Content-Type: application/json" in head
+    assert json.loads(body) == {"message": "Request Header Fields Too Large",
+                                "exception": "RequestHeaderFieldsTooLarge"}

@@ -18,22 +18,22 @@ from .. import errors
 log = logging.getLogger("contextsvc.errors")
 
 
-class Mapping(NamedTuple):
+class ErrorStatus(NamedTuple):
     status: int
     exception: str
     retry_after: int | None = None
 
 
 # domain error -> what the client sees; a subclass not listed falls back to its parent
-DOMAIN: dict[type[errors.ContextError], Mapping] = {
-    errors.ContextError: Mapping(500, "InternalServerError"),
-    errors.Invalid: Mapping(400, "ValidationError"),
-    errors.NotFound: Mapping(404, "NotFoundException"),
-    errors.Conflict: Mapping(409, "ConflictException"),
-    errors.TooLarge: Mapping(413, "PayloadTooLarge"),
-    errors.StoreBusy: Mapping(503, "ServiceUnavailable", retry_after=1),
-    errors.StoreFailure: Mapping(503, "ServiceUnavailable", retry_after=5),
-    errors.StoreCorrupt: Mapping(500, "StoreCorrupt"),
+DOMAIN: dict[type[errors.ContextError], ErrorStatus] = {
+    errors.ContextError: ErrorStatus(500, "InternalServerError"),
+    errors.Invalid: ErrorStatus(400, "ValidationError"),
+    errors.NotFound: ErrorStatus(404, "NotFoundException"),
+    errors.Conflict: ErrorStatus(409, "ConflictException"),
+    errors.TooLarge: ErrorStatus(413, "PayloadTooLarge"),
+    errors.StoreBusy: ErrorStatus(503, "ServiceUnavailable", retry_after=1),
+    errors.StoreFailure: ErrorStatus(503, "ServiceUnavailable", retry_after=5),
+    errors.StoreCorrupt: ErrorStatus(500, "StoreCorrupt"),
 }
 
 # the exception names the contract gives to HTTP statuses
@@ -70,7 +70,7 @@ class Error(Schema):
     errors = fields.Dict(keys=fields.String(), values=fields.List(fields.String()))
 
 
-def mapping_of(exc: errors.ContextError) -> Mapping:
+def mapping_of(exc: errors.ContextError) -> ErrorStatus:
     for cls in type(exc).__mro__:
         if cls in DOMAIN:
             return DOMAIN[cls]
