@@ -34,21 +34,22 @@ BENCH = os.path.join(ROOT, "bench")
 
 # ---------------------------------------------------------------- preloading
 def build_service(sid: int, i: int, customers: int) -> dict:
-    from contextsvc import rules
+    from contextsvc.domain import rules
+    from contextsvc.domain.inputs import Input
 
     stamp = f"2026-{1 + i % 12:02d}-{1 + i % 28:02d}T{i % 24:02d}:00:00.000Z"
-    doc = rules.new_service(
-        sid, {"customer_id": f"cust-{i % customers}",
-              "contact_key": f"+1-408-555-{i:07d}", "service_type": 100 + i % 5,
-              "timestamp": stamp, "interaction_id": f"IX-{i:010d}", "media_type": "voice"},
+    doc = rules.new_service(sid, Input(
+        {"customer_id": f"cust-{i % customers}",
+         "contact_key": f"+1-408-555-{i:07d}", "service_type": 100 + i % 5,
+         "timestamp": stamp, "interaction_id": f"IX-{i:010d}", "media_type": "voice"},
         {"coupon": {"coupon_name": "DISCOUNTCODE15"}, "satisfaction": {"score": 85},
-         "notes": "caller asked about a family plan and roaming in Europe; call back"})
+         "notes": "caller asked about a family plan and roaming in Europe; call back"}))
     for s in range(2):
-        state = rules.start_state(doc, {"state_type": s + 1, "timestamp": stamp},
-                                  {"queue": "wireless-sales"})
+        state = rules.start_state(doc, Input({"state_type": s + 1, "timestamp": stamp},
+                                             {"queue": "wireless-sales"}))
         for _ in range(2):
-            rules.start_task(doc, {"task_type": 7, "state_id": state["state_id"],
-                                   "timestamp": stamp}, {"step": "collect"})
+            rules.start_task(doc, Input({"task_type": 7, "state_id": state["state_id"],
+                                         "timestamp": stamp}, {"step": "collect"}))
     return doc
 
 

@@ -11,6 +11,8 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
+from .storage import ENGINES
+
 # section -> key -> (default, type)
 SCHEMA: dict[str, dict[str, tuple[Any, type]]] = {
     "storage": {
@@ -36,7 +38,6 @@ SCHEMA: dict[str, dict[str, tuple[Any, type]]] = {
 
 LEVELS = ("debug", "info", "warning", "error")
 
-ENGINES = ("file", "memory")
 
 
 class ConfigError(Exception):

@@ -18,7 +18,7 @@ from typing import Any
 
 from gunicorn import util
 
-from contextsvc.errors import HTTP_NAMES
+from contextsvc.api.errors import error_body, exception_name
 
 # The longest request line gunicorn accepts (its maximum; the default is 4094).
 limit_request_line = 8190
@@ -76,8 +76,8 @@ def pre_request(worker: Any, req: Any) -> None:
 
 
 def write_json_error(sock, status_int: int, reason: str, mesg: str) -> None:
-    body = json.dumps({"message": mesg or reason,
-                       "exception": HTTP_NAMES.get(status_int, reason.replace(" ", ""))})
+    body = json.dumps(error_body(mesg or reason,
+                                 exception_name(status_int, reason.replace(" ", ""))))
     response = (f"HTTP/1.1 {status_int} {reason}\r\nConnection: close\r\n"
                 f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n{body}")
     util.write_nonblock(sock, response.encode("latin1"))

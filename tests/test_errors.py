@@ -249,3 +249,60 @@ def test_error_shape_has_field_errors(client):
 def test_ids_out_of_range_name_nothing(client, sid, method, path, status):
     r = getattr(client, method)(path.format(sid=sid))
     assert_error(r, status, "NotFoundException" if status == 404 else "MethodNotAllowed")
+
+
+NOT_IDS = ["%EF%BC%91", "%D9%A1", "01"]  # fullwidth 1, Arabic-Indic 1, zero-padded 1
+
+
+@pytest.mark.parametrize("path", ["/services/{id}", "/services/{sid}/states/{id}",
+                                  "/services/{sid}/tasks/{id}"])
+@pytest.mark.parametrize("not_id", NOT_IDS, ids=["fullwidth", "arabic-indic", "zero-padded"])
+def test_non_ascii_and_zero_padded_ids_do_not_match_routes(api, client, base, path, not_id):
+    """API.md 2.1: an id that is not ASCII digits without leading zeros matches no
+    route; werkzeug's int converter used to read each of these as 1."""
+    sid = api.start_service(customer_id="C1")
+    assert sid == 1
+    api.start_state(sid)
+    api.start_task(sid)
+    url = base + path.format(sid=sid, id=not_id)
+    assert_error(client.get(url), 404, "NotFoundException")
+    r = client.delete(url)
+    assert r.status_code in (404, 405) and r.status_code != 200
+    if path == "/services/{id}":
+        assert_error(r, 404, "NotFoundException")
+    assert client.get(f"{base}/services/1/states/1").status_code == 200
+    assert client.get(f"{base}/services/1/tasks/1").status_code == 200
+
+
+@pytest.mark.parametrize("name, status, exception, retry_after", [
+    ("Invalid", 400, "ValidationError", None), ("NotFound", 404, "NotFoundException", None),
+    ("Conflict", 409, "ConflictException", None), ("TooLarge", 413, "PayloadTooLarge", None),
+    ("StoreBusy", 503, "ServiceUnavailable", "1"),
+    ("StoreFailure", 503, "ServiceUnavailable", "5"), ("StoreCorrupt", 500, "StoreCorrupt", None),
+])
+def test_each_domain_error_has_its_status(name, status, exception, retry_after):
+    """Domain errors carry no HTTP; the API maps each one in one table."""
+    from contextsvc import errors
+
+    app = create_app({"storage": {"engine": "memory"}})
+
+    @app.get("/raise")
+    def raise_it():
+        raise getattr(errors, name)("what happened", {"field": ["why"]})
+
+    r = app.test_client().get("/raise")
+    body = assert_error(r, status, exception)
+    assert body["message"] == "what happened" and body["errors"] == {"field": ["why"]}
+    assert r.headers.get("Retry-After") == retry_after
+
+
+def test_gunicorn_error_pages_use_the_same_error_body(monkeypatch):
+    from contextsvc import gunicorn_conf
+
+    sent = []
+    monkeypatch.setattr(gunicorn_conf.util, "write_nonblock", lambda sock, data: sent.append(data))
+    gunicorn_conf.write_json_error(None, 431, "Request Header Fields Too Large", "")
+    head, _, body = b"".join(sent).partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 431 ") and b"Content-Type: application/json" in head
+    assert json.loads(body) == {"message": "Request Header Fields Too Large",
+                                "exception": "RequestHeaderFieldsTooLarge"}

@@ -39,9 +39,90 @@ def test_document_covers_every_route(app):
             path = re.sub(r"<(?:[^:<>]+:)?([^<>]+)>", r"{\1}", rule.rule[len("/genesys/1/cs"):])
             routes |= {(m, path) for m in rule.methods - {"HEAD", "OPTIONS"}}
     assert documented == routes
-    assert len(documented) == 30
+    assert len(documented) == len(operations(app))
     ids = [op["operationId"] for ops in document["paths"].values() for op in ops.values()]
     assert len(ids) == len(set(ids))
+
+
+def operations(app):
+    return [op for bp in app.extensions["contextsvc.api"] for op in bp.operations]
+
+
+def test_every_url_rule_of_the_api_is_a_declared_operation(app):
+    """Under both prefixes, each (method, rule) the API blueprints serve is one
+    declared operation, and each declared operation is served."""
+    declared = {(op.method, op.rule) for op in operations(app)}
+    names = {bp.name for bp in app.extensions["contextsvc.api"]}
+    served = set()
+    for rule in app.url_map.iter_rules():
+        if rule.endpoint.split(".")[0].removesuffix("_root") not in names:
+            continue
+        path = rule.rule.removeprefix("/genesys/1/cs")
+        served |= {(m, path) for m in rule.methods - {"HEAD", "OPTIONS"}}
+    assert served == declared and len(declared) == len(operations(app))
+
+
+def test_a_route_can_only_be_added_as_an_operation():
+    from contextsvc.api.operations import ApiBlueprint
+
+    bp = ApiBlueprint("extra", __name__)
+    for add in (lambda: bp.route("/x")(lambda: None), lambda: bp.get("/x")(lambda: None),
+                lambda: bp.add_url_rule("/x", "x", lambda: None)):
+        with pytest.raises(TypeError, match="operation"):
+            add()
+
+
+def test_every_operation_declares_its_role(client, app):
+    document = client.get(SPEC).get_json()
+    for op in operations(app):
+        assert op.role == ("read" if op.method == "GET" else "write"), op
+        path = re.sub(r"<(?:[^:<>]+:)?([^<>]+)>", r"{\1}", op.rule)
+        assert document["paths"][path][op.method.lower()]["x-role"] == op.role
+
+
+@pytest.mark.parametrize("base", ["/genesys/1/cs", ""])
+def test_docs_and_document_under_both_prefixes_and_root_points_to_docs(client, base):
+    assert client.get(f"{base}/openapi.json").get_json() == client.get(SPEC).get_json()
+    page = client.get(f"{base}/docs")
+    assert page.status_code == 200 and page.mimetype == "text/html"
+    assert page.headers["Content-Type"].startswith("text/html")
+    assert f'url: "{base}/openapi.json"' in page.get_data(as_text=True)
+    r = client.get(f"{base}/")
+    assert r.status_code == 302 and r.headers["Location"] == f"{base}/docs"
+
+
+def test_browser_examples_are_integers_javascript_reads_exactly(client):
+    """Swagger UI prefills "Try it out" from examples and bounds; past 2^53 a
+    browser rounds them (9223372036854775807 became a value the server refused)."""
+    document = client.get(SPEC).get_json()
+    request_parts = [op.get("requestBody", {}) for ops in document["paths"].values()
+                     for op in ops.values()]
+    request_parts += [p for ops in document["paths"].values() for op in ops.values()
+                      for p in op["parameters"]]
+    request_parts += [document["components"]["schemas"][name] for name in (
+        "ServiceStart", "EndEvent", "Associate", "StateStart", "TaskStart", "Transition",
+        "TransitionFrom", "TransitionTo")]
+
+    def numbers(value):
+        if isinstance(value, dict):
+            for v in value.values():
+                yield from numbers(v)
+        elif isinstance(value, list):
+            for v in value:
+                yield from numbers(v)
+        elif isinstance(value, int) and not isinstance(value, bool):
+            yield value
+
+    assert all(abs(n) < 2**53 for n in numbers(request_parts))
+
+
+def test_service_start_is_a_typed_object_with_free_extra_keys(client):
+    """A client generator makes a model of it (openapi-python-client typed an
+    ``anyOf`` of open objects as ``Any``)."""
+    start = client.get(SPEC).get_json()["components"]["schemas"]["ServiceStart"]
+    assert start["type"] == "object" and start["additionalProperties"] is True
+    assert not {"anyOf", "oneOf", "allOf"} & set(start)
+    assert {"customer_id", "contact_key", "service_type", "timestamp"} <= set(start["properties"])
 
 
 def test_docs_page_is_served_offline(client):

@@ -233,7 +233,7 @@ class LogFile:
 
     def reader(self) -> _Reader:
         """Under a lock: something that reads the records known now, also after the
-        lock is released (see :class:`contextsvc.store.Selection`)."""
+        lock is released (see :class:`contextsvc.storage.base.Selection`)."""
         return _Reader(os.dup(self._fd) if self._fd >= 0 else -1, self)
 
     def read_raw(self, loc: Location) -> bytes:

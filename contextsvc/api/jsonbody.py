@@ -3,7 +3,8 @@
 ``request.get_json()`` is not used: it renders its own 400/415 errors, accepts
 ``NaN``/``Infinity`` and overflowing literals such as ``1e999``, and lets deeply
 nested input raise ``RecursionError``. Everything here raises :class:`Invalid`
-(400), 413 or 415 in the contract's shape instead.
+(400), or werkzeug's 413 and 415, which the error handlers render in the
+contract's shape.
 """
 
 from __future__ import annotations
@@ -12,19 +13,11 @@ import json
 import math
 from typing import Any
 
-from .errors import ContextError, Invalid
+from werkzeug.exceptions import RequestEntityTooLarge, UnsupportedMediaType
+
+from ..errors import Invalid
 
 ABSENT = object()
-
-
-class PayloadTooLarge(ContextError):
-    status = 413
-    exception = "PayloadTooLarge"
-
-
-class UnsupportedMediaType(ContextError):
-    status = 415
-    exception = "UnsupportedMediaType"
 
 
 def _finite_float(text: str) -> float:
@@ -78,7 +71,8 @@ def check_limits(value: Any, limits: dict[str, int]) -> None:
 def parse(raw: bytes, mimetype: str, limits: dict[str, int]) -> Any:
     """Return the parsed body, or ``ABSENT`` for an empty one."""
     if len(raw) > limits["max_body_bytes"]:
-        raise PayloadTooLarge(f"The body is larger than {limits['max_body_bytes']} bytes")
+        raise RequestEntityTooLarge(
+            f"The body is larger than {limits['max_body_bytes']} bytes")
     if not raw.strip():
         return ABSENT
     if mimetype and not _is_json_type(mimetype):

@@ -1,0 +1,38 @@
+"""The HTTP layer: blueprints with their operations, request parsing, error
+rendering, the OpenAPI document and the docs page. It calls the domain
+(:mod:`contextsvc.domain`) and the store; nothing below it imports it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Flask, Response
+
+from . import docs, errors, logs, services, states, store, tasks
+from .operations import ApiBlueprint, EmptyResponse
+from .request import IdConverter
+
+BASE_PATHS = ("/genesys/1/cs", "")
+BLUEPRINTS: tuple[ApiBlueprint, ...] = (services.bp, states.bp, tasks.bp)
+
+
+class App(Flask):
+    def make_default_options_response(self) -> Response:
+        """An OPTIONS answer has no body, and so no Content-Type (Flask's would say
+        text/html)."""
+        response = super().make_default_options_response()
+        empty = EmptyResponse(status=response.status_code)
+        empty.headers["Allow"] = response.headers["Allow"]
+        return empty
+
+
+def init_app(app: Flask, settings: dict[str, Any]) -> None:
+    app.url_map.converters["id"] = IdConverter
+    errors.register(app)
+    logs.setup(app, settings["logging"]["level"])
+    app.extensions["contextsvc.api"] = BLUEPRINTS
+    for bp in (*BLUEPRINTS, docs.bp):
+        for base in BASE_PATHS:
+            app.register_blueprint(bp, url_prefix=base or None,
+                                   name=bp.name if base else f"{bp.name}_root")
+    store.init_app(app, settings)

@@ -1,0 +1,219 @@
+"""The OpenAPI 3 document, built from the operations declared on the views
+(:mod:`.operations`) and the marshmallow schemas that validate the requests
+(apispec's MarshmallowPlugin).
+
+apispec rather than flask-smorest: flask-smorest would take over argument parsing
+and error rendering (webargs), while bodies here are open (attached data) and every
+error has the contract's own shape; apispec documents the schemas without changing
+how requests are handled.
+
+Integers a client sends are documented within JavaScript's exact range
+(±(2^53 - 1)) and every field has an example: Swagger UI fills "Try it out" from
+them, and an int64 bound such as 9223372036854775807 is rounded by JavaScript into
+a value the server refuses. The server itself accepts the whole int64 range where
+the contract says so, and responses are documented with it.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from typing import Any
+
+from apispec import APISpec
+from apispec.ext.marshmallow import MarshmallowPlugin
+from marshmallow import Schema, fields
+
+from .. import __version__
+from ..domain import events, model
+from ..domain.fields import MAX_SUB_ID, MAX_TYPE_LENGTH, IntOrString, StrictBoolean, Timestamp
+from .errors import Error
+from .operations import ANY_OBJECT, ANY_VALUE, Operation
+from .query import CommaList, Flag
+
+PREFIX = "/genesys/1/cs"
+TIMESTAMP_PATTERN = (r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?"
+                     r"(Z|[+-][0-9]{2}:[0-9]{2})?$")
+FLAG_PATTERN = "^([Tt][Rr][Uu][Ee]|[Ff][Aa][Ll][Ss][Ee])$"
+JS_SAFE = 2**53 - 1
+
+DESCRIPTION = """\
+Context Services: services (customer commitments), their states and tasks, with
+attached data, for contact centers. Every path is also served without the
+`/genesys/1/cs` prefix. Any top-level key of a start or end body that is not a field
+is *attached data*: any JSON value, kept under its key. Errors are JSON:
+`{"message", "exception", "errors"?}`."""
+
+
+def _custom_fields(self: Any, field: fields.Field, **kwargs: Any) -> dict[str, Any]:
+    """OpenAPI properties of this project's own marshmallow fields."""
+    if isinstance(field, IntOrString):
+        return {"oneOf": [{"type": "integer", "minimum": -(2**63), "maximum": 2**63 - 1},
+                          {"type": "string", "maxLength": MAX_TYPE_LENGTH}]}
+    if isinstance(field, Timestamp):
+        return {"type": "string", "pattern": TIMESTAMP_PATTERN,
+                "example": field.metadata.get("example", "2009-05-07T12:05:20.157Z")}
+    if isinstance(field, StrictBoolean):
+        return {"type": "boolean"}
+    if isinstance(field, Flag):
+        return {"type": "string", "pattern": FLAG_PATTERN}
+    if isinstance(field, CommaList):
+        return {"type": "string"}
+    return {}
+
+
+def _browser_safe(schema: Any) -> None:
+    """Narrow integer bounds to what JavaScript represents exactly, in place. Only
+    for what a client sends: a response may hold any int64 the server accepted."""
+    if isinstance(schema, dict):
+        if "minimum" in schema and schema["minimum"] < -JS_SAFE:
+            schema["minimum"] = -JS_SAFE
+        if "maximum" in schema and schema["maximum"] > JS_SAFE:
+            schema["maximum"] = JS_SAFE
+        for value in schema.values():
+            _browser_safe(value)
+    elif isinstance(schema, list):
+        for value in schema:
+            _browser_safe(value)
+
+
+def _param(name: str, schema: dict[str, Any], description: str, example: Any
+           ) -> dict[str, Any]:
+    return {"name": name, "in": "path", "required": True, "schema": schema,
+            "description": description, "example": example}
+
+
+PATH_PARAMS = {
+    "sid": _param("sid", {"type": "integer", "minimum": 1, "maximum": model.MAX_SERVICE_ID},
+                  "service id", 1),
+    "stid": _param("stid", {"type": "integer", "minimum": 1, "maximum": MAX_SUB_ID},
+                   "state id", 1),
+    "tid": _param("tid", {"type": "integer", "minimum": 1, "maximum": MAX_SUB_ID},
+                  "task id", 1),
+    "customer_id": _param("customer_id", {"type": "string", "minLength": 1},
+                          "customer id (at most 256 characters when associating)", "ABC1234"),
+    "contact_key": _param("contact_key", {"type": "string", "minLength": 1},
+                          "contact key of anonymous services", "408-832-7799"),
+    "key": _param("key", {"type": "string", "minLength": 1},
+                  "attached-data key (not a field or reserved name)", "coupon"),
+}
+
+_ERRORS = {
+    400: "Invalid body or query parameter",
+    404: "No such route, service, state or task",
+    409: "Already completed",
+    413: "Body larger than the configured limit",
+    415: "Body with a non-JSON content type",
+    503: "The store is busy or cannot write; retry after Retry-After seconds",
+}
+
+_ATTACHED_EXAMPLE = {"coupon_name": "DISCOUNTCODE15"}
+
+
+class ServiceCreated(Schema):
+    service_id = fields.Integer(strict=True, required=True, metadata={"example": 1})
+
+
+class StateCreated(Schema):
+    state_id = fields.Integer(strict=True, required=True, metadata={"example": 1})
+
+
+class TaskCreated(Schema):
+    task_id = fields.Integer(strict=True, required=True, metadata={"example": 1})
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _json(schema: dict[str, Any], example: Any = None) -> dict[str, Any]:
+    media: dict[str, Any] = {"schema": schema}
+    if example is not None:
+        media["example"] = example
+    return {"application/json": media}
+
+
+def _path(rule: str) -> str:
+    return re.sub(r"<(?:[^:<>]+:)?([^<>]+)>", r"{\1}", rule)
+
+
+def _operation(op: Operation, plugin: MarshmallowPlugin) -> dict[str, Any]:
+    names = re.findall(r"<(?:[^:<>]+:)?([^<>]+)>", op.rule)
+    parameters = [PATH_PARAMS[name] for name in sorted(names)]
+    if op.query is not None:
+        for param in plugin.converter.schema2parameters(op.query, location="query"):
+            example = param["schema"].pop("example", None)
+            if example is not None:
+                param["example"] = example
+            _browser_safe(param["schema"])
+            parameters.append(param)
+    document: dict[str, Any] = {
+        "operationId": op.operation_id, "summary": op.summary, "tags": [op.blueprint],
+        "parameters": parameters, "responses": {},
+        "x-role": op.role,
+    }
+    if op.body == ANY_VALUE:
+        document["requestBody"] = {"required": True, "description": "the new value (any JSON)",
+                                   "content": _json({}, _ATTACHED_EXAMPLE)}
+    elif op.body == ANY_OBJECT:
+        document["requestBody"] = {"required": True, "description": "an object to merge",
+                                   "content": _json({"type": "object",
+                                                     "additionalProperties": True},
+                                                    _ATTACHED_EXAMPLE)}
+    elif op.body is not None:
+        document["requestBody"] = {"required": op.body_required,
+                                   "content": _json(_ref(op.body.__name__))}
+    responses = document["responses"]
+    if op.status == 201:
+        responses["201"] = {"description": "Created", "content": _json(_ref(op.response)),
+                            "headers": {"Location": {"schema": {"type": "string"},
+                                                     "description": "the new resource"}}}
+    elif op.status == 204:
+        responses["204"] = {"description": "Completed"}
+    elif op.response is None:
+        responses["200"] = {"description": "Done (empty body)"}
+    elif op.many:
+        responses["200"] = {"description": "OK, oldest first",
+                            "content": _json({"type": "array", "items": _ref(op.response)})}
+    else:
+        responses["200"] = {"description": "OK", "content": _json(_ref(op.response))}
+    codes = [400, 404, 503, *op.errors]
+    if "requestBody" in document:
+        codes += [413, 415]
+    for code in sorted(set(codes)):
+        responses[str(code)] = {"description": _ERRORS[code], "content": _json(_ref("Error"))}
+    return document
+
+
+def build(operations: Iterable[Operation]) -> dict[str, Any]:
+    """The OpenAPI document of ``operations``, under the ``/genesys/1/cs`` prefix."""
+    operations = list(operations)
+    plugin = MarshmallowPlugin()
+    spec = APISpec(title="contextsvc", version=__version__, openapi_version="3.0.3",
+                   plugins=[plugin], info={"description": DESCRIPTION},
+                   servers=[{"url": PREFIX}])
+    plugin.converter.add_attribute_function(_custom_fields)
+    bodies = {op.body for op in operations if isinstance(op.body, type)}
+    # nested schemas before the ones that nest them, each under its own name
+    for schema in (events.TransitionFrom, events.TransitionTo,
+                   *sorted(bodies, key=lambda s: s.__name__)):
+        spec.components.schema(schema.__name__, schema=schema)
+    spec.components.schema("Event", schema=events.Event)
+    for name, schema in model.output_schemas().items():
+        spec.components.schema(name, schema=schema)
+    for schema in (ServiceCreated, StateCreated, TaskCreated, Error):
+        spec.components.schema(schema.__name__, schema=schema)
+
+    paths: dict[str, dict[str, Any]] = {}
+    for op in operations:
+        paths.setdefault(_path(op.rule), {})[op.method.lower()] = _operation(op, plugin)
+    document = spec.to_dict()
+    components = document["components"]["schemas"]
+    for name in [*(s.__name__ for s in bodies), "TransitionFrom", "TransitionTo"]:
+        components[name]["additionalProperties"] = True  # open bodies: attached data
+        _browser_safe(components[name])
+    components["ServiceStart"]["description"] = (
+        "customer_id or contact_key (or both) is required; every other key is attached "
+        "data (any JSON value)")
+    document["paths"] = dict(sorted(paths.items()))
+    return document

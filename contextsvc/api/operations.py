@@ -1,0 +1,157 @@
+"""What an operation is, declared on its view, and the only way to add a route.
+
+::
+
+    @bp.operation("GET", "/services/<id:sid>", "Get a service", role="read",
+                  query=query.ServiceView, response="Service")
+    def get_service(sid: int, query: dict) -> dict: ...
+
+The decorator registers the URL rule and an :class:`Operation` (body schema, query
+schema, success status, response, role) that the OpenAPI document is built from;
+:meth:`ApiBlueprint.route` and friends are refused, so no route can be served that
+the document does not list. The view gets the parsed ``query`` (when the operation
+declares one) and ``body`` (when it takes one); it returns the payload, or
+``(payload, headers)``, or ``None`` for an answer without a body, and the decorator
+answers with the operation's status.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from flask import Blueprint, Response, jsonify, request
+from marshmallow import Schema
+
+from . import request as req
+from .query import Parser
+from .store import resolve_store
+
+ROLES = ("read", "write", "admin")
+
+# bodies that are not a schema (attached data): any JSON value, or any JSON object.
+# Both are read as any JSON value; the rule that takes an object checks it.
+ANY_VALUE = "any JSON value"
+ANY_OBJECT = "any JSON object"
+
+
+@dataclass(frozen=True)
+class Operation:
+    """One method on one URL rule, as the OpenAPI document shows it."""
+
+    blueprint: str
+    view: str
+    method: str
+    rule: str
+    operation_id: str
+    summary: str
+    role: str
+    status: int
+    body: type[Schema] | str | None = None
+    body_required: bool = False
+    query: type[Schema] | None = None
+    response: str | None = None
+    many: bool = False
+    errors: tuple[int, ...] = ()
+    defaults: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class _Handling:
+    """What the wrapped view does per request; the same for every operation of a view."""
+
+    status: int
+    body: str | None  # "value" (any JSON, required), "object" (a JSON object) or None
+    body_required: bool
+    query: type[Schema] | None
+
+
+class EmptyResponse(Response):
+    """An answer without a body, and so without a Content-Type (204, and the 200 of
+    a delete)."""
+
+    default_mimetype = None
+
+
+class ApiBlueprint(Blueprint):
+    def __init__(self, name: str, import_name: str):
+        super().__init__(name, import_name)
+        self.before_request(resolve_store)  # every view works on g.store
+        self.operations: list[Operation] = []
+        self._views: dict[str, tuple[_Handling, Callable[..., Any]]] = {}
+
+    def route(self, rule: str, **options: Any) -> Callable[..., Any]:
+        raise TypeError(f"{self.name}: declare routes with .operation(), so that the "
+                        f"OpenAPI document lists them ({rule})")
+
+    def operation(self, method: str, rule: str, summary: str, *, role: str,
+                  status: int = 200, body: type[Schema] | str | None = None,
+                  body_required: bool = False,
+                  query: type[Schema] | None = None, response: str | None = None,
+                  many: bool = False, errors: tuple[int, ...] = (),
+                  defaults: dict[str, Any] | None = None, suffix: str = ""
+                  ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+        """Declare one operation of the decorated view (stack one per route).
+        ``suffix`` tells apart the operation ids of several routes of one view."""
+        if role not in ROLES:
+            raise ValueError(f"role must be one of {ROLES}, not {role!r}")
+
+        def decorate(view: Callable[..., Any]) -> Callable[..., Any]:
+            name = view.__name__
+            kind = None if body is None else "value" if isinstance(body, str) else "object"
+            handling = _Handling(status, kind, body_required, query)
+            known = self._views.get(name)
+            if known is None:
+                wrapped = _wrap(view, handling)
+                self._views[name] = (handling, wrapped)
+            elif known[0] != handling:
+                raise ValueError(f"{self.name}.{name}: every route of a view must parse and "
+                                 "answer alike")
+            else:
+                wrapped = known[1]
+            self.operations.append(Operation(
+                self.name, name, method, rule, name + suffix, summary, role, status, body,
+                body_required, query, response, many, errors,
+                dict(defaults or {})))
+            options: dict[str, Any] = {"methods": [method]}
+            if defaults:
+                options["defaults"] = defaults
+            super(ApiBlueprint, self).add_url_rule(rule, name, wrapped, **options)
+            return view
+
+        return decorate
+
+    def add_url_rule(self, rule: str, *args: Any, **kwargs: Any) -> None:
+        raise TypeError(f"{self.name}: declare routes with .operation() ({rule})")
+
+
+def _wrap(view: Callable[..., Any], handling: _Handling) -> Callable[..., Any]:
+    parse_query = Parser(handling.query) if handling.query is not None else None
+    status, body, required = handling.status, handling.body, handling.body_required
+
+    @functools.wraps(view)
+    def run(**kwargs: Any) -> Response:
+        if parse_query is not None:
+            kwargs["query"] = parse_query(request.args)
+        if body == "value":
+            kwargs["body"] = req.body_value()
+        elif body == "object":
+            kwargs["body"] = req.body_object(required=required)
+        result = view(**kwargs)
+        headers = None
+        if isinstance(result, tuple):
+            result, headers = result
+        if result is None:
+            response = EmptyResponse(status=status)
+        elif isinstance(result, Response):  # an answer streamed by the view
+            response = result
+        else:
+            response = jsonify(result)
+            response.status_code = status
+        if headers:
+            response.headers.update(headers)
+        return response
+
+    return run

@@ -1,0 +1,114 @@
+"""Services: start, end, get, associate, delete, attached data, and queries."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Response, g
+
+from ..domain import events, inputs, queries, rules
+from ..domain.model import render_service
+from ..storage import Selection
+from . import query, streams
+from .operations import ANY_OBJECT, ANY_VALUE, ApiBlueprint
+from .request import location
+
+bp = ApiBlueprint("services", __name__)
+
+
+@bp.operation("POST", "/services/start", "Start a service", role="write", status=201,
+              body=events.ServiceStart, body_required=True, response="ServiceCreated")
+def start_service(body: dict[str, Any]) -> tuple[dict[str, int], dict[str, str]]:
+    event = inputs.service_start(body)
+    doc = g.store.create_service(lambda sid: rules.new_service(sid, event))
+    sid = doc["service_id"]
+    return {"service_id": sid}, location("get_service", sid=sid)
+
+
+@bp.operation("POST", "/services/<id:sid>/end", "Complete a service", role="write",
+              status=204, body=events.EndEvent, errors=(409,))
+def end_service(sid: int, body: dict[str, Any]) -> None:
+    event = inputs.end(body)
+    g.store.update_service(sid, lambda doc: rules.end_service(doc, event))
+
+
+@bp.operation("GET", "/services/<id:sid>", "Get a service", role="read",
+              query=query.ServiceView, response="Service")
+def get_service(sid: int, query: dict[str, Any]) -> dict[str, Any]:
+    return render_service(g.store.get_service(sid), query)
+
+
+@bp.operation("DELETE", "/services/<id:sid>", "Delete a service with its states and tasks",
+              role="write")
+def delete_service(sid: int) -> None:
+    g.store.delete_service(sid)
+
+
+@bp.operation("POST", "/customers/<customer_id>/services/<id:sid>",
+              "Associate a service with a customer", role="write", body=events.Associate,
+              query=query.ServiceView, response="Service")
+def associate(customer_id: str, sid: int, body: dict[str, Any],
+              query: dict[str, Any]) -> dict[str, Any]:
+    customer_id = inputs.customer_id(customer_id)
+    event = inputs.associate(body)
+    _, doc = g.store.update_service(sid, lambda doc: rules.associate(doc, customer_id, event))
+    return render_service(doc, query)
+
+
+@bp.operation("PUT", "/services/<id:sid>/extensions/<key>",
+              "Replace one key of the attached data of a service", role="write",
+              body=ANY_VALUE, query=query.ServiceView, response="Service",
+              defaults={"merge": False})
+@bp.operation("PUT", "/services/<id:sid>/extensions/<key>/merge",
+              "Merge an object into the attached data of a service", role="write",
+              body=ANY_OBJECT, query=query.ServiceView, response="Service",
+              defaults={"merge": True}, suffix="_merge")
+def service_extension(sid: int, key: str, merge: bool, body: Any,
+                      query: dict[str, Any]) -> dict[str, Any]:
+    _, doc = g.store.update_service(
+        sid, lambda doc: rules.set_extension(doc, "service", key, body, merge))
+    return render_service(doc, query)
+
+
+def _listing(selection: Selection, args: dict[str, Any], status: str | None
+             ) -> list[dict[str, Any]] | Response:
+    """The services of a selection that match, in order. A large answer is streamed,
+    so that a worker's memory does not grow with it; a small one is read at once,
+    which is faster."""
+    if selection.bytes > streams.STREAM_ABOVE:
+        return streams.services(selection, args, status)
+    with selection:
+        docs = list(selection)
+    return [render_service(doc, args) for doc in queries.select_services(docs, args, status)]
+
+
+@bp.operation("GET", "/customers/<customer_id>/services", "List the services of a customer",
+              role="read", query=query.ServiceQuery, response="Service", many=True,
+              defaults={"status": None})
+@bp.operation("GET", "/customers/<customer_id>/services/active",
+              "List the active services of a customer", role="read", query=query.ServiceQuery,
+              response="Service", many=True, defaults={"status": "active"}, suffix="_active")
+@bp.operation("GET", "/customers/<customer_id>/services/completed",
+              "List the completed services of a customer", role="read",
+              query=query.ServiceQuery, response="Service", many=True,
+              defaults={"status": "completed"}, suffix="_completed")
+def customer_services(customer_id: str, status: str | None,
+                      query: dict[str, Any]) -> list[dict[str, Any]]:
+    return _listing(g.store.customer_services(customer_id), query, status)
+
+
+@bp.operation("GET", "/services/anonymous/<contact_key>",
+              "List the anonymous services of a contact key", role="read",
+              query=query.ServiceQuery, response="Service", many=True,
+              defaults={"status": None})
+@bp.operation("GET", "/services/anonymous/<contact_key>/active",
+              "List the active anonymous services of a contact key", role="read",
+              query=query.ServiceQuery, response="Service", many=True,
+              defaults={"status": "active"}, suffix="_active")
+@bp.operation("GET", "/services/anonymous/<contact_key>/completed",
+              "List the completed anonymous services of a contact key", role="read",
+              query=query.ServiceQuery, response="Service", many=True,
+              defaults={"status": "completed"}, suffix="_completed")
+def anonymous_services(contact_key: str, status: str | None,
+                       query: dict[str, Any]) -> list[dict[str, Any]]:
+    return _listing(g.store.anonymous_services(contact_key), query, status)

@@ -1,0 +1,139 @@
+"""Bodies in, :class:`Input` out: a body (a plain JSON object) validated and split
+into its known fields and its attached data. The rules take :class:`Input` values,
+so a request handler, a sweeper or an importer feeds them alike.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any, NamedTuple
+
+from marshmallow import Schema, ValidationError
+
+from ..errors import Invalid
+from .events import SCHEMAS, START_ONLY
+from .model import RESERVED
+
+
+class Input(NamedTuple):
+    """An event as the rules take it: validated fields (timestamps normalized, nulls
+    dropped) and attached data (any JSON, by key)."""
+
+    fields: dict[str, Any]
+    data: dict[str, Any]
+
+
+def flatten(messages: Any, prefix: str = "") -> dict[str, list[str]]:
+    """marshmallow nests errors by field; the contract wants ``{"a.b": [..]}``."""
+    out: dict[str, list[str]] = {}
+    if isinstance(messages, dict):
+        for key, value in messages.items():
+            name = f"{prefix}.{key}" if prefix else str(key)
+            if isinstance(value, dict):
+                out.update(flatten(value, name))
+            else:
+                out[name] = [str(m) for m in (value if isinstance(value, list) else [value])]
+    elif messages:
+        items = messages if isinstance(messages, list) else [messages]
+        out[prefix or "_schema"] = [str(m) for m in items]
+    return out
+
+
+def invalid(errors: dict[str, list[str]], what: str = "request") -> Invalid:
+    first = next(iter(errors.items()))
+    more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+    return Invalid(f"Invalid {what}: {first[0]}: {first[1][0]}{more}", errors)
+
+
+def split(body: Mapping[str, Any], schema: Schema, *, allow: Iterable[str] = (),
+          ignore: Iterable[str] = (), prefix: str = "") -> Input:
+    """Split a body into (validated known fields, attached data).
+
+    ``allow`` lifts keys out of ``RESERVED`` for this body; ``ignore`` names keys
+    that are accepted and dropped. A known field sent as ``null`` counts as absent.
+    """
+    allow, ignore = set(allow), set(ignore)
+    known_names = schema.fields
+    errors: dict[str, list[str]] = {}
+    known: dict[str, Any] = {}
+    attached: dict[str, Any] = {}
+    for key, value in body.items():
+        if key in known_names and (key not in RESERVED or key in allow):
+            if value is not None:
+                known[key] = value
+        elif key in ignore:
+            continue
+        elif key in RESERVED:
+            errors[prefix + key] = ["Reserved: this key is set by the server."]
+        else:
+            attached[key] = value
+    try:
+        loaded = schema.load(known)
+    except ValidationError as exc:
+        errors.update(flatten(exc.messages, prefix.rstrip(".")))
+        loaded = {}
+    if errors:
+        raise invalid(errors, "body")
+    return Input(loaded, attached)
+
+
+# One function per body of the contract.
+_END_IGNORES = START_ONLY
+_TASK_END_IGNORES = START_ONLY | {"state_id"}
+
+
+def service_start(body: Mapping[str, Any]) -> Input:
+    return split(body, SCHEMAS["ServiceStart"])
+
+
+def end(body: Mapping[str, Any]) -> Input:
+    """A service or state end: the start body may be sent again (start-only keys are
+    accepted and ignored)."""
+    return split(body, SCHEMAS["EndEvent"], ignore=_END_IGNORES)
+
+
+def task_end(body: Mapping[str, Any]) -> Input:
+    return split(body, SCHEMAS["EndEvent"], ignore=_TASK_END_IGNORES)
+
+
+def associate(body: Mapping[str, Any]) -> Input:
+    """The customer comes from the path: the body's ``customer_id`` and
+    ``contact_key`` are ignored."""
+    return split(body, SCHEMAS["Associate"], ignore=("customer_id", "contact_key"))
+
+
+def customer_id(value: str) -> str:
+    """A customer id from a path, checked as the body field is (1 to 256 characters)."""
+    try:
+        return SCHEMAS["ServiceStart"].fields["customer_id"].deserialize(value)
+    except ValidationError as exc:
+        raise invalid({"customer_id": exc.messages}, "path") from None
+
+
+def state_start(body: Mapping[str, Any]) -> Input:
+    return split(body, SCHEMAS["StateStart"])
+
+
+def task_start(body: Mapping[str, Any]) -> Input:
+    return split(body, SCHEMAS["TaskStart"], allow=("state_id",))
+
+
+def _part(body: Mapping[str, Any], name: str, schema: str, allow: tuple[str, ...]) -> Input:
+    part = body.get(name)
+    if not isinstance(part, dict):
+        raise Invalid(f"{name} must be a JSON object", {name: ["Missing or not an object."]})
+    return split(part, SCHEMAS[schema], allow=allow, prefix=f"{name}.")
+
+
+def transition(body: Mapping[str, Any]) -> tuple[Input, Input]:
+    """The two events of a transition: completing ``from`` and starting ``to``.
+
+    The top-level fields and attached data go to both; the keys inside ``from`` and
+    ``to`` to their own event only.
+    """
+    source = _part(body, "from", "TransitionFrom", allow=("state_id",))
+    target = _part(body, "to", "TransitionTo", allow=())
+    shared = split({k: v for k, v in body.items() if k not in ("from", "to")},
+                   SCHEMAS["SharedEvent"])
+    return (Input({**shared.fields, **source.fields}, {**shared.data, **source.data}),
+            Input({**shared.fields, **target.fields}, {**shared.data, **target.data}))
