@@ -1,0 +1,90 @@
+"""Housekeeping (API.md 6.3 and 6.4): writing down what time has already decided
+(removing expired services, storing auto-completions), and purging on request.
+
+Both walk the store in id order, in small batches. Choosing what to do reads each
+batch without holding the store; doing it is one unit of work per batch, in which
+each service is judged again as it is then, so that a client's write in between
+is never undone or half applied. No request waits behind more than one batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from . import lifecycle, timeutil
+from .lifecycle import Policy
+
+Doc = dict[str, Any]
+BATCH = 200
+
+PURGES: dict[str, Callable[[Doc], bool]] = {
+    "purge.service.all": lambda doc: True,
+    "purge.service.started": lambda doc: "completed" not in doc,
+    "purge.service.started.anonymous":
+        lambda doc: "completed" not in doc and doc.get("customer_id") is None,
+    "purge.service.completed": lambda doc: "completed" in doc,
+    "purge.service.completed.anonymous":
+        lambda doc: "completed" in doc and doc.get("customer_id") is None,
+}
+
+
+@dataclass
+class Swept:
+    removed: int = 0
+    completed: int = 0
+
+
+def _walk(store: Any, pick: Callable[[Doc], bool], change: Callable[[Doc], bool | None],
+          batch: int) -> tuple[int, int]:
+    written = deleted = 0
+    after = 0
+    while True:
+        with store.scan(after=after, limit=batch) as selection:
+            rows = selection.rows
+            chosen = [sid for sid, loc in rows if pick(selection.read(loc))]
+        if not rows:
+            return written, deleted
+        after = rows[-1][0]
+        if chosen:
+            done = store.rewrite_services(chosen, change)
+            written, deleted = written + done[0], deleted + done[1]
+
+
+def sweep(store: Any, policy: Policy, now: datetime, batch: int = BATCH) -> Swept:
+    """Remove the services expired at ``now`` and store the auto-completions due."""
+
+    def pick(doc: Doc) -> bool:
+        moment = lifecycle.due(doc, policy)
+        return moment is not None and moment <= now
+
+    def change(doc: Doc) -> bool | None:
+        if not pick(doc):  # a client wrote it meanwhile: nothing is due any more
+            return False
+        return True if lifecycle.settle(doc, policy, now) else None
+
+    written, deleted = _walk(store, pick, change, batch)
+    return Swept(removed=deleted, completed=written)
+
+
+def purge(store: Any, limit: str, operation: str, policy: Policy, now: datetime,
+          batch: int = BATCH) -> int:
+    """Remove the services started before ``limit`` (a normalized timestamp) that
+    the purge ``operation`` names, as they are at ``now``. Returns how many."""
+    wanted = PURGES[operation]
+
+    def pick(doc: Doc) -> bool:
+        return (doc["started"]["timestamp"] < limit and lifecycle.settle(doc, policy, now)
+                and wanted(doc))
+
+    def change(doc: Doc) -> bool | None:
+        return None if pick(doc) else False
+
+    return _walk(store, pick, change, batch)[1]
+
+
+def parse_limit(text: str) -> str:
+    """A purge limit as the contract takes timestamps. Raises ValueError."""
+    return timeutil.normalize(text)
