@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # the domain and the store are used without Flask (a sweeper, an importer)
+    from datetime import datetime
+
     from flask import Flask
 
 __version__ = "0.1.0"
 
 
-def create_app(test_config: Mapping[str, Mapping[str, Any]] | None = None) -> Flask:
-    """Build the WSGI app. ``test_config`` overrides settings: ``{section: {key: value}}``."""
+def create_app(test_config: Mapping[str, Mapping[str, Any]] | None = None, *,
+               clock: Callable[[], datetime] | None = None) -> Flask:
+    """Build the WSGI app. ``test_config`` overrides settings: ``{section: {key: value}}``;
+    ``clock`` (aware UTC datetimes) replaces the real time, for tests of the lifecycle."""
     from . import api, config
 
     settings = config.load(test_config)
@@ -23,5 +27,8 @@ def create_app(test_config: Mapping[str, Mapping[str, Any]] | None = None) -> Fl
     # than the limit itself.
     app.config["MAX_CONTENT_LENGTH"] = settings["limits"]["max_body_bytes"] + 1
     app.json.sort_keys = False  # the representation's field order is part of its readability
-    api.init_app(app, settings)
+    if clock is None:
+        api.init_app(app, settings)
+    else:
+        api.init_app(app, settings, clock)
     return app

@@ -11,10 +11,11 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
+from .domain.lifecycle import Policy, parse_duration
 from .storage import ENGINES
 
 # section -> key -> (default, type)
-SCHEMA: dict[str, dict[str, tuple[Any, type]]] = {
+SCHEMA: dict[str, dict[str, tuple[Any, type | str]]] = {
     "storage": {
         "path": (os.path.join("data", "contextsvc.json"), str),
         "engine": ("file", str),
@@ -34,7 +35,14 @@ SCHEMA: dict[str, dict[str, tuple[Any, type]]] = {
     "logging": {
         "level": ("info", str),
     },
+    "lifecycle": {
+        "expiration": ("", "duration"),
+        "auto_complete_after": ("", "duration"),
+        "sweep_interval": ("1m", "duration"),
+    },
 }
+# [expiration]: one key per service type (case kept), a duration each
+PER_TYPE = "expiration"
 
 LEVELS = ("debug", "info", "warning", "error")
 
@@ -44,7 +52,14 @@ class ConfigError(Exception):
     """A configuration value cannot be used."""
 
 
-def _convert(section: str, key: str, raw: Any, kind: type) -> Any:
+def _convert(section: str, key: str, raw: Any, kind: type | str) -> Any:
+    if kind == "duration":
+        if raw is None or isinstance(raw, int):
+            return raw  # seconds already (test settings)
+        try:
+            return parse_duration(str(raw))
+        except ValueError as exc:
+            raise ConfigError(f"[{section}] {key}: {exc}") from None
     if kind is bool:
         if isinstance(raw, bool):
             return raw
@@ -57,7 +72,8 @@ def _convert(section: str, key: str, raw: Any, kind: type) -> Any:
     try:
         value = kind(raw)
     except (TypeError, ValueError):
-        raise ConfigError(f"[{section}] {key}: expected {kind.__name__}, got {raw!r}") from None
+        raise ConfigError(f"[{section}] {key}: expected {kind.__name__}, got {raw!r}"  # type: ignore[union-attr]
+                          ) from None
     if kind in (int, float) and value <= 0:
         raise ConfigError(f"[{section}] {key}: must be positive, got {raw!r}")
     return value
@@ -72,6 +88,7 @@ def load(test_config: Mapping[str, Mapping[str, Any]] | None = None,
     ini_path = environ.get("CONTEXTSVC_CONFIG")
     if ini_path:
         parser = configparser.ConfigParser()
+        parser.optionxform = str  # type: ignore[assignment,method-assign]  # service types keep their case
         try:
             with open(ini_path, encoding="utf-8") as handle:
                 parser.read_file(handle)
@@ -80,6 +97,8 @@ def load(test_config: Mapping[str, Mapping[str, Any]] | None = None,
         except configparser.Error as exc:
             raise ConfigError(f"cannot parse {ini_path}: {exc}") from None
         for section in parser.sections():
+            if section == PER_TYPE:
+                continue
             if section not in SCHEMA:
                 raise ConfigError(f"{ini_path}: unknown section [{section}]")
             for key in parser[section]:
@@ -98,8 +117,18 @@ def load(test_config: Mapping[str, Mapping[str, Any]] | None = None,
         layers.append(("test", test_config))
 
     settings = {s: {k: default for k, (default, _) in keys.items()} for s, keys in SCHEMA.items()}
+    settings["lifecycle"] = {k: _convert("lifecycle", k, v, "duration")
+                             for k, v in settings["lifecycle"].items()}
+    settings[PER_TYPE] = {}
     for _, layer in layers:
         for section, values in layer.items():
+            if section == PER_TYPE:
+                for key, raw in values.items():
+                    seconds = _convert(PER_TYPE, key, raw, "duration")
+                    if seconds is None:
+                        raise ConfigError(f"[{PER_TYPE}] {key}: a duration is required")
+                    settings[PER_TYPE][key] = seconds
+                continue
             for key, raw in values.items():
                 if section not in SCHEMA or key not in SCHEMA[section]:
                     raise ConfigError(f"unknown setting [{section}] {key}")
@@ -108,5 +137,14 @@ def load(test_config: Mapping[str, Mapping[str, Any]] | None = None,
         raise ConfigError(f"[logging] level: one of {', '.join(LEVELS)}")
     if settings["storage"]["engine"] not in ENGINES:
         raise ConfigError(f"[storage] engine: one of {', '.join(ENGINES)}")
+    if not settings["lifecycle"]["sweep_interval"]:
+        raise ConfigError("[lifecycle] sweep_interval: a duration is required")
     settings["storage"]["path"] = os.path.abspath(settings["storage"]["path"])
     return settings
+
+
+def policy(settings: Mapping[str, Mapping[str, Any]]) -> Policy:
+    """The lifecycle rules the settings configure."""
+    return Policy(expiration=settings["lifecycle"]["expiration"],
+                  by_type=dict(settings[PER_TYPE]),
+                  auto_complete_after=settings["lifecycle"]["auto_complete_after"])

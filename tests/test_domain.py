@@ -42,7 +42,8 @@ def test_rules_work_on_plain_documents_without_a_request():
 def test_reserved_keys_are_derived_from_the_kinds():
     assert model.RESERVED == {
         "service_id", "state_id", "task_id", "started", "completed", "duration",
-        "active_states", "completed_states", "active_tasks", "completed_tasks"}
+        "active_states", "completed_states", "active_tasks", "completed_tasks",
+        "ttl", "expiration_time", "auto_complete_after", "auto_complete_at"}
 
 
 @pytest.mark.parametrize("kind", list(model.KINDS.values()), ids=list(model.KINDS))

@@ -154,7 +154,7 @@ def test_example_config_documents_every_key_with_its_default(tmp_path, monkeypat
     for section, keys in config.SCHEMA.items():
         assert f"[{section}]" in text
         for key in keys:
-            assert f"\n{key} = " in text
+            assert f"\n{key} =" in text
 
 
 @pytest.mark.parametrize("ini", ["[storage]\nfsync = maybe\n", "[nope]\nx = 1\n",

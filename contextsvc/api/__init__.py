@@ -8,12 +8,13 @@ from typing import Any
 
 from flask import Flask, Response
 
-from . import docs, errors, logs, services, states, store, tasks
+from ..domain.timed import Clock, utc_now
+from . import docs, errors, logs, maintenance, services, states, store, tasks
 from .operations import ApiBlueprint, EmptyResponse
 from .request import IdConverter
 
 BASE_PATHS = ("/genesys/1/cs", "")
-BLUEPRINTS: tuple[ApiBlueprint, ...] = (services.bp, states.bp, tasks.bp)
+BLUEPRINTS: tuple[ApiBlueprint, ...] = (services.bp, states.bp, tasks.bp, maintenance.bp)
 
 
 class App(Flask):
@@ -26,7 +27,7 @@ class App(Flask):
         return empty
 
 
-def init_app(app: Flask, settings: dict[str, Any]) -> None:
+def init_app(app: Flask, settings: dict[str, Any], clock: Clock = utc_now) -> None:
     app.url_map.converters["id"] = IdConverter
     errors.register(app)
     logs.setup(app, settings["logging"]["level"])
@@ -35,4 +36,4 @@ def init_app(app: Flask, settings: dict[str, Any]) -> None:
         for base in BASE_PATHS:
             app.register_blueprint(bp, url_prefix=base or None,
                                    name=bp.name if base else f"{bp.name}_root")
-    store.init_app(app, settings)
+    store.init_app(app, settings, clock)

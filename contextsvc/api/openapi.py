@@ -122,6 +122,11 @@ class TaskCreated(Schema):
     task_id = fields.Integer(strict=True, required=True, metadata={"example": 1})
 
 
+class Purged(Schema):
+    purged = fields.Integer(strict=True, required=True,
+                            metadata={"example": 0, "description": "services removed"})
+
+
 def _ref(name: str) -> dict[str, str]:
     return {"$ref": f"#/components/schemas/{name}"}
 
@@ -201,7 +206,7 @@ def build(operations: Iterable[Operation]) -> dict[str, Any]:
     spec.components.schema("Event", schema=events.Event)
     for name, schema in model.output_schemas().items():
         spec.components.schema(name, schema=schema)
-    for schema in (ServiceCreated, StateCreated, TaskCreated, Error):
+    for schema in (ServiceCreated, StateCreated, TaskCreated, Purged, Error):
         spec.components.schema(schema.__name__, schema=schema)
 
     paths: dict[str, dict[str, Any]] = {}
@@ -210,7 +215,8 @@ def build(operations: Iterable[Operation]) -> dict[str, Any]:
     document = spec.to_dict()
     components = document["components"]["schemas"]
     for name in [*(s.__name__ for s in bodies), "TransitionFrom", "TransitionTo"]:
-        components[name]["additionalProperties"] = True  # open bodies: attached data
+        # open bodies: attached data; a few are fields only
+        components[name]["additionalProperties"] = name not in events.STRICT_BODIES
         _browser_safe(components[name])
     components["ServiceStart"]["description"] = (
         "customer_id or contact_key (or both) is required; every other key is attached "

@@ -19,17 +19,17 @@ bp = ApiBlueprint("services", __name__)
 @bp.operation("POST", "/services/start", "Start a service", role="write", status=201,
               body=events.ServiceStart, body_required=True, response="ServiceCreated")
 def start_service(body: dict[str, Any]) -> tuple[dict[str, int], dict[str, str]]:
-    event = inputs.service_start(body)
-    doc = g.store.create_service(lambda sid: rules.new_service(sid, event))
+    event, now = inputs.service_start(body), g.store.clock()
+    doc = g.store.create_service(lambda sid: rules.new_service(sid, event, now))
     sid = doc["service_id"]
     return {"service_id": sid}, location("get_service", sid=sid)
 
 
 @bp.operation("POST", "/services/<id:sid>/end", "Complete a service", role="write",
-              status=204, body=events.EndEvent, errors=(409,))
+              status=204, body=events.ServiceEnd, errors=(409,))
 def end_service(sid: int, body: dict[str, Any]) -> None:
-    event = inputs.end(body)
-    g.store.update_service(sid, lambda doc: rules.end_service(doc, event))
+    event, now = inputs.service_end(body), g.store.clock()
+    g.store.update_service(sid, lambda doc: rules.end_service(doc, event, now))
 
 
 @bp.operation("GET", "/services/<id:sid>", "Get a service", role="read",
@@ -50,8 +50,18 @@ def delete_service(sid: int) -> None:
 def associate(customer_id: str, sid: int, body: dict[str, Any],
               query: dict[str, Any]) -> dict[str, Any]:
     customer_id = inputs.customer_id(customer_id)
-    event = inputs.associate(body)
-    _, doc = g.store.update_service(sid, lambda doc: rules.associate(doc, customer_id, event))
+    event, now = inputs.associate(body), g.store.clock()
+    _, doc = g.store.update_service(
+        sid, lambda doc: rules.associate(doc, customer_id, event, now))
+    return render_service(doc, query)
+
+
+@bp.operation("PUT", "/services/<id:sid>", "Set when a service expires", role="write",
+              body=events.ServiceExpiration, body_required=True, query=query.ServiceView,
+              response="Service")
+def set_expiration(sid: int, body: dict[str, Any], query: dict[str, Any]) -> dict[str, Any]:
+    fields, now = inputs.service_expiration(body), g.store.clock()
+    _, doc = g.store.update_service(sid, lambda doc: rules.set_expiration(doc, fields, now))
     return render_service(doc, query)
 
 

@@ -1,6 +1,7 @@
 """Which store a request works on. It is resolved once per request, before the
 view runs, and put on ``flask.g.store``; views reach no other. (With tenants, the
-next step, it is resolved from the request's tenant here, and only here.)"""
+next step, it is resolved from the request's tenant here, and only here.) Also the
+process's sweeper, which writes down what time has decided."""
 
 from __future__ import annotations
 
@@ -10,7 +11,10 @@ from typing import Any
 
 from flask import Flask, current_app, g
 
+from .. import config
+from ..domain.timed import Clock, TimedStore
 from ..storage import ServiceStore, open_store
+from .housekeeping import Sweeper
 
 
 class StoreHolder:
@@ -35,12 +39,18 @@ class StoreHolder:
         return store
 
 
-def init_app(app: Flask, settings: dict[str, Any]) -> None:
+def init_app(app: Flask, settings: dict[str, Any], clock: Clock) -> None:
     holder = StoreHolder(settings)
     app.extensions["contextsvc.stores"] = holder
+    app.extensions["contextsvc.time"] = (config.policy(settings), clock)
+    app.extensions["contextsvc.sweeper"] = Sweeper(
+        holder.get, config.policy(settings), clock, settings["lifecycle"]["sweep_interval"])
     holder.get()  # open (and check) the store now: a damaged file stops the start
 
 
 def resolve_store() -> None:
-    """Before every request to an API blueprint: the one store its views use."""
-    g.store = current_app.extensions["contextsvc.stores"].get()
+    """Before every request to an API blueprint: the one store its views use, as time
+    makes it (expired services gone, idle ones completed: API.md 6.3)."""
+    policy, clock = current_app.extensions["contextsvc.time"]
+    g.store = TimedStore(current_app.extensions["contextsvc.stores"].get(), policy, clock)
+    current_app.extensions["contextsvc.sweeper"].ensure_running()

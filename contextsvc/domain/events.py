@@ -17,6 +17,11 @@ from typing import Any
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
 from .fields import Id, Integer, IntOrString, StrictBoolean, String, Timestamp
+from .housekeeping import PURGES
+
+PURGE_OPERATIONS = tuple(PURGES)
+# bodies that hold fields only: any other key is refused, not attached data
+STRICT_BODIES = ("ServiceExpiration", "Purge")
 
 # The fields of an event that are kept in its ``started``/``completed`` object.
 EVENT_FIELDS = ("timestamp", "session_id", "interaction_id", "application_type",
@@ -24,9 +29,15 @@ EVENT_FIELDS = ("timestamp", "session_id", "interaction_id", "application_type",
 
 # Start-only keys that an end body may repeat; they are accepted and ignored.
 START_ONLY = frozenset({"customer_id", "contact_key", "service_type", "state_type",
-                        "previous_state_id", "task_type", "est_duration", "auto_closed"})
+                        "previous_state_id", "task_type", "est_duration", "auto_closed",
+                        "auto_complete_after"})
 
 _DURATION = validate.Range(min=0, max=2**63 - 1)
+# seconds a client may give for a service's expiration or idle period (about 68 years)
+_PERIOD = 2**31 - 1
+# the lifecycle fields (API.md 6): field names, never attached data
+LIFECYCLE_FIELDS = frozenset({"ttl", "expiration_time", "auto_complete_after",
+                              "auto_complete_at"})
 
 
 def _ex(value: Any) -> dict[str, Any]:
@@ -53,7 +64,24 @@ class StartEvent(EndEvent):
     est_duration = Integer(validate=_DURATION, **_ex(600))
 
 
-class ServiceStart(StartEvent):
+class Expiration(Schema):
+    """A service's own expiration (API.md 6.1): ``ttl`` seconds from now (it wins),
+    or a moment; later updates do not move it."""
+
+    ttl = Integer(validate=validate.Range(min=1, max=_PERIOD), **_ex(86400))
+    expiration_time = Timestamp(**_ex("2099-12-31T23:59:59.000Z"))
+
+
+class ServiceExpiration(Expiration):
+    """The body of ``PUT /services/{sid}``: ``ttl`` or ``expiration_time``, nothing else."""
+
+    @validates_schema
+    def _one(self, data: dict[str, Any], **kwargs: Any) -> None:
+        if "ttl" not in data and "expiration_time" not in data:
+            raise ValidationError("ttl or expiration_time is required.", "ttl")
+
+
+class ServiceStart(StartEvent, Expiration):
     """A service start: ``customer_id`` or ``contact_key`` (or both) is required;
     every other key is attached data."""
 
@@ -61,6 +89,10 @@ class ServiceStart(StartEvent):
     contact_key = String(256, 1, **_ex("408-832-7799"))
     service_type = IntOrString(**_ex(100))
     auto_closed = StrictBoolean(**_ex(False))
+    auto_complete_after = Integer(validate=validate.Range(min=0, max=_PERIOD),
+                                  metadata={"example": 3600, "description":
+                                            "seconds without a write after which the "
+                                            "service completes by itself; 0: never"})
 
     @validates_schema
     def _identified(self, data: dict[str, Any], **kwargs: Any) -> None:
@@ -68,8 +100,22 @@ class ServiceStart(StartEvent):
             raise ValidationError("customer_id or contact_key is required.", "customer_id")
 
 
-class Associate(StartEvent):
+class ServiceEnd(EndEvent, Expiration):
+    """A service end; it may set the service's expiration."""
+
+
+class Associate(StartEvent, Expiration):
     service_type = IntOrString(**_ex(100))
+
+
+class Purge(Schema):
+    """``POST /maintenance/purge`` (API.md 6.4)."""
+
+    limit = Timestamp(required=True, metadata={
+        "example": "2009-05-07T12:05:20.157Z",
+        "description": "services started before this moment are purged"})
+    operation = fields.String(required=True, validate=validate.OneOf(PURGE_OPERATIONS),
+                              metadata={"example": "purge.service.completed"})
 
 
 class StateStart(StartEvent):
@@ -112,5 +158,5 @@ class Event(SharedEvent):
 
 # one instance each, made once: loading is on the request path
 SCHEMAS = {cls.__name__: cls() for cls in (
-    SharedEvent, EndEvent, StartEvent, ServiceStart, Associate, StateStart, TaskStart,
-    TransitionFrom, TransitionTo)}
+    SharedEvent, EndEvent, StartEvent, ServiceStart, ServiceEnd, Associate, StateStart,
+    TaskStart, TransitionFrom, TransitionTo, ServiceExpiration, Purge)}

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from . import lifecycle, timeutil
+from . import lifecycle
 from .lifecycle import Policy
 
 Doc = dict[str, Any]
@@ -83,8 +83,3 @@ def purge(store: Any, limit: str, operation: str, policy: Policy, now: datetime,
         return None if pick(doc) else False
 
     return _walk(store, pick, change, batch)[1]
-
-
-def parse_limit(text: str) -> str:
-    """A purge limit as the contract takes timestamps. Raises ValueError."""
-    return timeutil.normalize(text)

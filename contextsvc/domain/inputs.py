@@ -82,8 +82,32 @@ _END_IGNORES = START_ONLY
 _TASK_END_IGNORES = START_ONLY | {"state_id"}
 
 
+_EXPIRATION = ("ttl", "expiration_time")
+
+
 def service_start(body: Mapping[str, Any]) -> Input:
-    return split(body, SCHEMAS["ServiceStart"])
+    return split(body, SCHEMAS["ServiceStart"], allow=_EXPIRATION + ("auto_complete_after",))
+
+
+def service_end(body: Mapping[str, Any]) -> Input:
+    """A service end: like :func:`end`, and it may set the service's expiration."""
+    return split(body, SCHEMAS["ServiceEnd"], allow=_EXPIRATION, ignore=_END_IGNORES)
+
+
+def strict(body: Mapping[str, Any], schema: str) -> dict[str, Any]:
+    """A body that is all fields (no attached data): any other key is a 400."""
+    try:
+        return SCHEMAS[schema].load(body)
+    except ValidationError as exc:
+        raise invalid(flatten(exc.messages), "body") from None
+
+
+def service_expiration(body: Mapping[str, Any]) -> dict[str, Any]:
+    return strict(body, "ServiceExpiration")
+
+
+def purge(body: Mapping[str, Any]) -> dict[str, Any]:
+    return strict(body, "Purge")
 
 
 def end(body: Mapping[str, Any]) -> Input:
@@ -99,7 +123,8 @@ def task_end(body: Mapping[str, Any]) -> Input:
 def associate(body: Mapping[str, Any]) -> Input:
     """The customer comes from the path: the body's ``customer_id`` and
     ``contact_key`` are ignored."""
-    return split(body, SCHEMAS["Associate"], ignore=("customer_id", "contact_key"))
+    return split(body, SCHEMAS["Associate"], allow=_EXPIRATION,
+                 ignore=("customer_id", "contact_key"))
 
 
 def customer_id(value: str) -> str:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from . import timeutil
@@ -58,6 +58,10 @@ class Policy:
 
 
 OFF = Policy()
+
+
+def utc_now() -> datetime:
+    return datetime.now(timezone.utc)
 
 
 def _updated(doc: Doc) -> datetime:

@@ -23,8 +23,8 @@ from typing import Any
 
 from marshmallow import Schema, fields, validate
 
-from .events import Event
-from .fields import Id, Integer, IntOrString, String
+from .events import LIFECYCLE_FIELDS, Event
+from .fields import Id, Integer, IntOrString, String, Timestamp
 
 Doc = dict[str, Any]
 
@@ -81,7 +81,12 @@ STATE = Kind("State", "state_id",
              nested={"active_tasks": "Task", "completed_tasks": "Task"})
 SERVICE = Kind("Service", "service_id",
                own={"service_id": _service_id(), "customer_id": String(256, 1),
-                    "contact_key": String(256, 1), "service_type": IntOrString()},
+                    "contact_key": String(256, 1), "service_type": IntOrString(),
+                    "expiration_time": Timestamp(metadata={
+                        "description": "when the service will stop existing (API.md 6.1)"}),
+                    "auto_complete_at": Timestamp(metadata={
+                        "description": "while active: when it completes by itself if "
+                                       "nobody writes to it before (API.md 6.2)"})},
                nested={"active_states": "State", "completed_states": "State",
                        "active_tasks": "Task", "completed_tasks": "Task"})
 KINDS = {"service": SERVICE, "state": STATE, "task": TASK}
@@ -90,11 +95,13 @@ SERVICE_FIELDS = SERVICE.fields
 STATE_FIELDS = STATE.fields
 TASK_FIELDS = TASK.fields
 
-# Keys the server owns: a client may not send them as attached data. ``state_id`` is
+# Keys the server owns, and the lifecycle's field names (API.md 6.1): a client may
+# not send them as attached data. ``state_id`` is
 # the client's only on a task start (and is ignored on a task end).
 RESERVED = frozenset(
     {kind.id_field for kind in KINDS.values()} | set(SERVER_OWNED)
-    | {name for kind in KINDS.values() for name in kind.nested})
+    | {name for kind in KINDS.values() for name in kind.nested}
+    | LIFECYCLE_FIELDS)
 
 
 # ------------------------------------------------------------------ rendering

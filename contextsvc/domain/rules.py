@@ -5,10 +5,11 @@ of :mod:`contextsvc.errors`; nothing here knows about requests.
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from ..errors import Conflict, Invalid, NotFound
-from . import timeutil
+from . import lifecycle, timeutil
 from .events import EVENT_FIELDS, SCHEMAS
 from .inputs import Input
 from .model import KINDS, LIFTED, RESERVED, Doc
@@ -55,20 +56,29 @@ def _complete(resource: Doc, event: Input, label: str) -> None:
     resource.setdefault("data", {}).update(event.data)
 
 
-def new_service(sid: int, event: Input) -> Doc:
+def new_service(sid: int, event: Input, now: datetime | None = None) -> Doc:
+    """A new service; ``now`` is the moment a ``ttl`` counts from."""
     doc = _start({"service_id": sid}, event, ("customer_id", "contact_key", "service_type"))
     doc["states"], doc["tasks"] = [], []
     if event.fields.get("auto_closed"):
         doc["completed"] = {"timestamp": doc["started"]["timestamp"]}
         doc["duration"] = 0
+    lifecycle.set_expiration(doc, event.fields, now or lifecycle.utc_now())
+    lifecycle.set_auto_complete(doc, event.fields)
     return doc
 
 
-def end_service(doc: Doc, event: Input) -> None:
+def end_service(doc: Doc, event: Input, now: datetime | None = None) -> None:
     _complete(doc, event, f"Service {doc['service_id']}")
+    lifecycle.set_expiration(doc, event.fields, now or lifecycle.utc_now())
 
 
-def associate(doc: Doc, customer_id: str, event: Input) -> None:
+def set_expiration(doc: Doc, fields: dict[str, Any], now: datetime | None = None) -> None:
+    """``PUT /services/{sid}``: the service's own expiration, from now on."""
+    lifecycle.set_expiration(doc, fields, now or lifecycle.utc_now())
+
+
+def associate(doc: Doc, customer_id: str, event: Input, now: datetime | None = None) -> None:
     """Set the service's customer (it stops being anonymous) and update its start
     event, type, lifted fields and attached data from ``event``."""
     doc["customer_id"] = customer_id
@@ -83,6 +93,7 @@ def associate(doc: Doc, customer_id: str, event: Input) -> None:
         doc["duration"] = timeutil.millis_between(started["timestamp"],
                                                   doc["completed"]["timestamp"])
     doc["data"].update(event.data)
+    lifecycle.set_expiration(doc, event.fields, now or lifecycle.utc_now())
 
 
 def find_state(doc: Doc, stid: int) -> Doc:

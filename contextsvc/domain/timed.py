@@ -11,19 +11,15 @@ rule; housekeeping works on the plain store and writes down what this one shows.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any
 
 from ..errors import NotFound
 from ..storage.base import Doc, Selection, ServiceStore, T
 from . import lifecycle
-from .lifecycle import Policy
+from .lifecycle import Policy, utc_now
 
 Clock = Callable[[], datetime]
-
-
-def utc_now() -> datetime:
-    return datetime.now(timezone.utc)
 
 
 class TimedSelection(Selection):
