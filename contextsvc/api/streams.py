@@ -29,12 +29,16 @@ def _services(selection: Selection, args: dict[str, Any], status: str | None,
     with selection:
         order = []
         for _, loc in selection.rows:
-            doc = selection.read(loc)
-            if queries.service_matches(doc, args, status):
+            doc = selection.read(loc)  # None: it expired (API.md 6.3)
+            if doc is not None and queries.service_matches(doc, args, status):
                 order.append((queries.service_order(doc), loc))
         order.sort(key=lambda item: item[0])
         yield b"["
-        for i, (_, loc) in enumerate(order):
-            text = dumps(render_service(selection.read(loc), args))
-            yield (b"," if i else b"") + text.encode()
+        first = True
+        for _, loc in order:
+            doc = selection.read(loc)
+            if doc is None:  # it expired between the two passes
+                continue
+            yield (b"" if first else b",") + dumps(render_service(doc, args)).encode()
+            first = False
         yield b"]"
