@@ -9,6 +9,7 @@ is never undone or half applied. No request waits behind more than one batch.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -51,6 +52,7 @@ def _walk(store: Any, pick: Callable[[Doc], bool], change: Callable[[Doc], bool 
         if chosen:
             done = store.rewrite_services(chosen, change)
             written, deleted = written + done[0], deleted + done[1]
+        time.sleep(0)  # let the process's requests in between batches (a greenlet yields)
 
 
 def sweep(store: Any, policy: Policy, now: datetime, batch: int = BATCH) -> Swept:
