@@ -33,11 +33,11 @@ BENCH = os.path.join(ROOT, "bench")
 
 
 # ---------------------------------------------------------------- preloading
-def build_service(sid: int, i: int, customers: int) -> dict:
+def build_service(sid: int, i: int, customers: int, year: int = 2026) -> dict:
     from contextsvc.domain import rules
     from contextsvc.domain.inputs import Input
 
-    stamp = f"2026-{1 + i % 12:02d}-{1 + i % 28:02d}T{i % 24:02d}:00:00.000Z"
+    stamp = f"{year}-{1 + i % 12:02d}-{1 + i % 28:02d}T{i % 24:02d}:00:00.000Z"
     doc = rules.new_service(sid, Input(
         {"customer_id": f"cust-{i % customers}",
          "contact_key": f"+1-408-555-{i:07d}", "service_type": 100 + i % 5,
@@ -101,15 +101,26 @@ def free_port() -> int:
 
 
 class Server:
-    def __init__(self, app: str, env: dict, workers: int = 4):
+    """``gunicorn -w N`` on loopback; ``log`` names a file for its output (else dropped)."""
+
+    def __init__(self, app: str, env: dict, workers: int = 4, log: str | None = None):
         self.port = free_port()
         self.started = time.monotonic()
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "-c", "python:contextsvc.gunicorn_conf",
-             "-w", str(workers), "-b", f"127.0.0.1:{self.port}", "--timeout", "120", app],
-            cwd=ROOT, env={**os.environ, **env}, stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL, start_new_session=True)
-        self.first_response = self._wait()
+        out = open(log, "ab") if log else subprocess.DEVNULL
+        try:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "gunicorn", "-c", "python:contextsvc.gunicorn_conf",
+                 "-w", str(workers), "-b", f"127.0.0.1:{self.port}", "--timeout", "120", app],
+                cwd=ROOT, env={**os.environ, **env}, stdout=out, stderr=subprocess.STDOUT,
+                start_new_session=True)
+        finally:
+            if log:
+                out.close()
+        try:
+            self.first_response = self._wait()
+        except BaseException:
+            self.stop()
+            raise
 
     def _wait(self) -> float:
         url = f"http://127.0.0.1:{self.port}/genesys/1/cs/customers/nobody/services"
@@ -146,21 +157,42 @@ class Server:
             self.proc.wait()
 
 
-def wrk(port: int, script: str, seconds: int, connections: int, customers: int) -> dict:
+def wrk_start(port: int, scripts: tuple[str, ...], seconds: float, connections: int,
+              customers: int, env: dict | None = None) -> subprocess.Popen:
+    """Start wrk with ``scripts`` (names in bench/, joined in that order; the last
+    one's ``done`` reports). SIGINT stops it early and it still reports."""
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as lua:
-        for name in (script, "report.lua"):
+        for name in scripts:
             lua.write(open(os.path.join(BENCH, name)).read() + "\n")
-    out = subprocess.run(
+    proc = subprocess.Popen(
         ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--timeout", "10s", "-s", lua.name,
          f"http://127.0.0.1:{port}"],
-        capture_output=True, text=True, env={**os.environ, "BENCH_CUSTOMERS": str(customers)})
-    os.unlink(lua.name)
-    line = next((ln for ln in out.stdout.splitlines() if ln.startswith("BENCH ")), None)
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "BENCH_CUSTOMERS": str(customers), **(env or {})})
+    proc.lua = lua.name  # type: ignore[attr-defined]
+    return proc
+
+
+def wrk_finish(proc: subprocess.Popen, timeout: float | None = None) -> dict:
+    """Wait for wrk (killed after ``timeout`` s) and return its BENCH figures."""
+    try:
+        stdout, stderr = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        stdout, stderr = proc.communicate()
+    finally:
+        os.unlink(proc.lua)  # type: ignore[attr-defined]
+    line = next((ln for ln in stdout.splitlines() if ln.startswith("BENCH ")), None)
     if line is None:
-        raise RuntimeError("wrk failed: " + out.stdout + out.stderr)
+        raise RuntimeError("wrk failed: " + stdout + stderr)
     result = json.loads(line[6:])
     result["rps"] = result["requests"] / (result["duration_us"] / 1e6)
     return result
+
+
+def wrk(port: int, script: str, seconds: int, connections: int, customers: int) -> dict:
+    return wrk_finish(wrk_start(port, (script, "report.lua"), seconds, connections, customers),
+                      timeout=seconds + 60)
 
 
 # ---------------------------------------------------------------- the run
