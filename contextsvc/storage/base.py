@@ -127,8 +127,10 @@ class ServiceStore(Protocol):
         deployment is running it and none finished it within ``every`` seconds;
         leaving the block after True records it as done now. Never waits."""
 
-    def compact(self) -> None:
-        """Reclaim the space of old versions and removed services now."""
+    def compact(self, above: float | None = None) -> bool:
+        """Reclaim the space of old versions and removed services now; with
+        ``above``, only when what is stored exceeds ``above`` times the live data
+        (housekeeping reclaims after large removals). Returns whether it did."""
 
     def close(self) -> None:
         """Release files and connections."""

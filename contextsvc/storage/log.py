@@ -313,11 +313,14 @@ class LogStore:
             except StoreFailure as exc:  # the write itself is done; compact another time
                 log.warning("compaction postponed: %s", exc.message)
 
-    def compact(self) -> None:
+    def compact(self, above: float | None = None) -> bool:
         """Rewrite the file with only the newest version of each live service."""
         with self._turn(), self.engine.locked(True):
             self._sync()
+            if above is not None and self.engine.size() <= above * self._live:
+                return False
             self._compact()
+            return True
 
     def _compact(self) -> None:
         sids = sorted(self._rows)

@@ -301,3 +301,13 @@ def test_a_unit_of_work_that_cannot_start_in_time_is_busy(opener):
         release.set()
         holder.join()
     assert store.get_service(sid)["service_id"] == sid
+
+
+def test_compact_above_a_ratio_only_when_there_is_that_much_to_reclaim(store):
+    sids = [create(store, "C", pad="x" * 500) for _ in range(10)]
+    assert store.compact() is True
+    assert store.compact(above=1.25) is False  # nothing to reclaim
+    for sid in sids[:5]:
+        store.delete_service(sid)
+    assert store.compact(above=1.25) is True
+    assert ids(store.scan()) == sids[5:]
