@@ -17,9 +17,6 @@ from ..domain.timed import Clock
 from ..storage import ServiceStore
 
 log = logging.getLogger("contextsvc.sweeper")
-# after a sweep that removed services, compact when the file holds more than this
-# many times the live data (writes alone compact at [storage] compact_ratio)
-RECLAIM_ABOVE = 1.25
 
 
 class Sweeper:
@@ -55,8 +52,6 @@ class Sweeper:
             if not mine:
                 return None
             swept = housekeeping.sweep(store, self.policy, self.clock())
-            if swept.removed:  # give the space back soon, not when writes next compact
-                store.compact(above=RECLAIM_ABOVE)
         if swept.removed or swept.completed:
             log.info("sweep: %d expired services removed, %d auto-completed",
                      swept.removed, swept.completed)

@@ -20,6 +20,9 @@ from .lifecycle import Policy
 
 Doc = dict[str, Any]
 BATCH = 200
+# after a walk that removed services, compact once the store holds more than this
+# many times its live data, so that the space comes back now
+RECLAIM_ABOVE = 1.25
 
 PURGES: dict[str, Callable[[Doc], bool]] = {
     "purge.service.all": lambda doc: True,
@@ -68,6 +71,8 @@ def sweep(store: Any, policy: Policy, now: datetime, batch: int = BATCH) -> Swep
         return True if lifecycle.settle(doc, policy, now) else None
 
     written, deleted = _walk(store, pick, change, batch)
+    if deleted:
+        store.compact(above=RECLAIM_ABOVE)
     return Swept(removed=deleted, completed=written)
 
 
@@ -84,4 +89,7 @@ def purge(store: Any, limit: str, operation: str, policy: Policy, now: datetime,
     def change(doc: Doc) -> bool | None:
         return None if pick(doc) else False
 
-    return _walk(store, pick, change, batch)[1]
+    deleted = _walk(store, pick, change, batch)[1]
+    if deleted:
+        store.compact(above=RECLAIM_ABOVE)
+    return deleted

@@ -112,7 +112,8 @@ class ServiceStore(Protocol):
         """Several services in one unit of work (housekeeping works in such batches):
         ``change`` edits each in place and returns True to store it, False to leave
         it as it was, None to delete it. Ids that name no service are passed over.
-        Returns (services written, services deleted)."""
+        It never compacts by itself: a walk of many batches calls :meth:`compact`
+        once at its end. Returns (services written, services deleted)."""
 
     def put_services(self, docs: Iterable[Doc], on_conflict: str = "fail") -> int:
         """Store documents under the ids they carry (import), in one unit of work;

@@ -267,7 +267,10 @@ class LogStore:
                         items.append((sid, doc))
                         written += 1
                 if items:
-                    self._write(items)
+                    # housekeeping batches: one compaction when the walk is done
+                    # (compact(above=...)), not one in the middle of it each time
+                    # removals pass the ratio
+                    self._write(items, compact=False)
             self.engine.sync()
         return written, deleted
 
@@ -296,7 +299,7 @@ class LogStore:
             self.engine.sync()
             return len(docs)
 
-    def _write(self, items: list[tuple[int, Doc | None]]) -> None:
+    def _write(self, items: list[tuple[int, Doc | None]], compact: bool = True) -> None:
         bodies = [(sid, None if doc is None else encode(doc)) for sid, doc in items]
         for sid, body in bodies:
             if body is not None and len(body) > self.max_service_bytes:
@@ -307,7 +310,7 @@ class LogStore:
         for (sid, doc), loc in zip(items, locations, strict=True):
             self._apply(sid, loc, None if doc is None else index_keys(doc))
         size = self.engine.size()
-        if size > self.compact_min_bytes and size > self.compact_ratio * self._live:
+        if compact and size > self.compact_min_bytes and size > self.compact_ratio * self._live:
             try:
                 self._compact()
             except StoreFailure as exc:  # the write itself is done; compact another time
