@@ -46,6 +46,7 @@ def _walk(store: Any, pick: Callable[[Doc], bool], change: Callable[[Doc], bool 
     written = deleted = 0
     after = 0
     while True:
+        began = time.monotonic()
         with store.scan(after=after, limit=batch) as selection:
             rows = selection.rows
             chosen = [sid for sid, loc in rows if pick(selection.read(loc))]
@@ -55,7 +56,10 @@ def _walk(store: Any, pick: Callable[[Doc], bool], change: Callable[[Doc], bool 
         if chosen:
             done = store.rewrite_services(chosen, change)
             written, deleted = written + done[0], deleted + done[1]
-        time.sleep(0)  # let the process's requests in between batches (a greenlet yields)
+        # Rest as long as the batch took: the requests of this process get at least
+        # half its time (under gevent a greenlet runs until it yields, so a bare
+        # yield would let each request take one step per batch).
+        time.sleep(time.monotonic() - began)
 
 
 def sweep(store: Any, policy: Policy, now: datetime, batch: int = BATCH) -> Swept:
