@@ -48,7 +48,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from run import Server, build_service, wrk, wrk_finish, wrk_start  # noqa: E402
+from run import Server, build_service, fmt, wrk, wrk_finish, wrk_start  # noqa: E402
 
 from contextsvc.domain import timeutil  # noqa: E402
 from contextsvc.storage import LogFile, LogStore, tinydb_snapshot  # noqa: E402
@@ -441,15 +441,6 @@ def purge_part(args: argparse.Namespace, tmp: str) -> dict:
 
 
 # ---------------------------------------------------------------- report
-def fmt(result: dict | None) -> str:
-    if not result:
-        return f"{'-':>9} {'-':>8} {'-':>8}"
-    bad = result["non2xx"] + result["socket_errors"]
-    flag = f" ({bad} failed)" if bad else ""
-    return (f"{result['rps']:9.0f} {result['p50_us'] / 1000:8.2f} "
-            f"{result['p99_us'] / 1000:8.2f}{flag}")
-
-
 def loaded(part: dict, name: str) -> str:
     """How long the sweep took, and for how much of it the loads ran when not all."""
     took, load = part[f"{name}_s"], part[f"{name}_loaded_s"]
