@@ -73,6 +73,7 @@ def preload(path: str, n: int, year: int, expires: str | None = None) -> None:
         doc["updated"] = updated
         if expires and i % 2 == 0:
             doc["expires"] = expires
+            doc["due"] = expires  # as the server records it (lifecycle.mark_due)
         return doc
 
     os.makedirs(os.path.dirname(path), exist_ok=True)

@@ -338,3 +338,27 @@ def test_a_large_streamed_answer_leaves_out_what_expired(make, clock):
     clock.advance(minutes=5)  # half of 2.4 MB of services expired: still over 1 MiB
     r = client.get(f"{B}/customers/BIG/services?extensions=none")
     assert r.status_code == 200 and [s["service_id"] for s in r.get_json()] == keep
+
+
+def test_a_sweep_reads_only_services_due_and_a_full_one_fixes_stale_records(tmp_path, clock):
+    path = str(tmp_path / "db.json")
+    api = Api(create_app({"storage": {"path": path}}, clock=clock).test_client())
+    old = api.start_service(customer_id="C")  # written with no expiration configured
+    app = create_app({"storage": {"path": path}, "lifecycle": {"expiration": "1h"}},
+                     clock=clock)
+    api = Api(app.test_client())
+    new = api.start_service(customer_id="C")
+    store = app.extensions["contextsvc.stores"].get()
+    policy, _ = app.extensions["contextsvc.time"]
+    clock.advance(hours=2)
+    # both have expired for every reader...
+    assert api.get("/customers/C/services") == []
+    # ...an indexed sweep finds the one whose record says it is due
+    assert housekeeping.sweep(store, policy, clock.now).removed == 1
+    with tinydb_snapshot(path) as db:
+        assert [d.doc_id for d in db.table("services").all()] == [old]
+    # ...and a full sweep also the one recorded before the configuration said so
+    assert housekeeping.sweep(store, policy, clock.now, full=True).removed == 1
+    with tinydb_snapshot(path) as db:
+        assert db.table("services").all() == []
+    assert new != old

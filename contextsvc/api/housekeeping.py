@@ -17,6 +17,7 @@ from ..domain.timed import Clock
 from ..storage import ServiceStore
 
 log = logging.getLogger("contextsvc.sweeper")
+FULL_EVERY = 86400.0  # seconds between sweeps that read every service
 
 
 class Sweeper:
@@ -25,6 +26,7 @@ class Sweeper:
         self.store, self.policy, self.clock, self.interval = store, policy, clock, interval
         self._pid = 0
         self._lock = threading.Lock()
+        self._full_done = False
 
     def ensure_running(self) -> None:
         """Start this process's sweeper thread, once per process (a thread does not
@@ -51,7 +53,14 @@ class Sweeper:
         with store.periodic("sweep", self.interval * 0.9) as mine:
             if not mine:
                 return None
-            swept = housekeeping.sweep(store, self.policy, self.clock())
+            # Sweeps read only what the index says is due. The first one of a process,
+            # and one a day, read everything, to catch services whose recorded due
+            # moment is stale (written before lifecycle existed, or under another
+            # configuration).
+            with store.periodic("sweep-full", FULL_EVERY) as daily:
+                full = daily or not self._full_done
+                swept = housekeeping.sweep(store, self.policy, self.clock(), full=full)
+            self._full_done = True
         if swept.removed or swept.completed:
             log.info("sweep: %d expired services removed, %d auto-completed",
                      swept.removed, swept.completed)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from . import lifecycle
+from . import lifecycle, timeutil
 from .lifecycle import Policy
 
 Doc = dict[str, Any]
@@ -42,12 +42,12 @@ class Swept:
 
 
 def _walk(store: Any, pick: Callable[[Doc], bool], change: Callable[[Doc], bool | None],
-          batch: int) -> tuple[int, int]:
+          batch: int, due_by: str | None = None) -> tuple[int, int]:
     written = deleted = 0
     after = 0
     while True:
         began = time.monotonic()
-        with store.scan(after=after, limit=batch) as selection:
+        with store.scan(after=after, limit=batch, due_by=due_by) as selection:
             rows = selection.rows
             chosen = [sid for sid, loc in rows if pick(selection.read(loc))]
         if not rows:
@@ -62,22 +62,44 @@ def _walk(store: Any, pick: Callable[[Doc], bool], change: Callable[[Doc], bool 
         time.sleep(time.monotonic() - began)
 
 
-def sweep(store: Any, policy: Policy, now: datetime, batch: int = BATCH) -> Swept:
-    """Remove the services expired at ``now`` and store the auto-completions due."""
+def sweep(store: Any, policy: Policy, now: datetime, batch: int = BATCH,
+          full: bool = False) -> Swept:
+    """Remove the services expired at ``now`` and store the auto-completions due.
 
-    def pick(doc: Doc) -> bool:
+    Only the services whose recorded ``due`` moment has come are read, from the
+    store's index. ``full`` reads every service instead, and also records the
+    ``due`` moment of those whose record is stale (written before lifecycle existed,
+    or under another configuration)."""
+
+    def is_due(doc: Doc) -> bool:
         moment = lifecycle.due(doc, policy)
         return moment is not None and moment <= now
 
-    def change(doc: Doc) -> bool | None:
-        if not pick(doc):  # a client wrote it meanwhile: nothing is due any more
-            return False
-        return True if lifecycle.settle(doc, policy, now) else None
+    def pick(doc: Doc) -> bool:
+        return is_due(doc) or (full and _stale(doc, policy))
 
-    written, deleted = _walk(store, pick, change, batch)
+    completed = 0
+
+    def change(doc: Doc) -> bool | None:
+        nonlocal completed
+        if not is_due(doc):
+            # a client wrote it meanwhile, or its recorded due moment is stale
+            return lifecycle.mark_due(doc, policy)
+        if not lifecycle.settle(doc, policy, now):
+            return None
+        completed += 1
+        lifecycle.mark_due(doc, policy)
+        return True
+
+    _, deleted = _walk(store, pick, change, batch, None if full else timeutil.format(now))
     if deleted:
         store.compact(above=RECLAIM_ABOVE)
-    return Swept(removed=deleted, completed=written)
+    return Swept(removed=deleted, completed=completed)
+
+
+def _stale(doc: Doc, policy: Policy) -> bool:
+    moment = lifecycle.due(doc, policy)
+    return doc.get("due") != (timeutil.format(moment) if moment is not None else None)
 
 
 def purge(store: Any, limit: str, operation: str, policy: Policy, now: datetime,

@@ -115,6 +115,20 @@ def due(doc: Doc, policy: Policy) -> datetime | None:
     return min(moments) if moments else None
 
 
+def mark_due(doc: Doc, policy: Policy) -> bool:
+    """Record in ``doc["due"]`` when housekeeping next has work for it (the store
+    indexes it, so that a sweep reads only what is due). Returns whether it changed."""
+    moment = due(doc, policy)
+    value = timeutil.format(moment) if moment is not None else None
+    if doc.get("due") == value:
+        return False
+    if value is None:
+        doc.pop("due", None)
+    else:
+        doc["due"] = value
+    return True
+
+
 def _concerned(doc: Doc, policy: Policy) -> bool:
     return policy.active or "expires" in doc or "auto_complete_after" in doc
 

@@ -70,8 +70,9 @@ class TimedStore:
     def anonymous_services(self, contact_key: str) -> Selection:
         return TimedSelection(self.store.anonymous_services(contact_key), self, self.clock())
 
-    def scan(self, after: int = 0, limit: int | None = None) -> Selection:
-        return TimedSelection(self.store.scan(after, limit), self, self.clock())
+    def scan(self, after: int = 0, limit: int | None = None,
+             due_by: str | None = None) -> Selection:
+        return TimedSelection(self.store.scan(after, limit, due_by), self, self.clock())
 
     # ---------------------------------------------------------------- writing
     def create_service(self, build: Callable[[int], Doc]) -> Doc:
@@ -84,6 +85,7 @@ class TimedStore:
             def make(sid: int) -> Doc:
                 doc = build(sid)
                 lifecycle.touch(doc, now)
+                lifecycle.mark_due(doc, self.policy)
                 return doc
             return make
 
@@ -98,6 +100,7 @@ class TimedStore:
                 raise NotFound(f"There is no service {sid}")
             result = change(doc)
             lifecycle.touch(doc, now)
+            lifecycle.mark_due(doc, self.policy)
             return result
 
         result, doc = self.store.update_service(sid, timed)

@@ -84,9 +84,13 @@ class ServiceStore(Protocol):
     def anonymous_services(self, contact_key: str) -> Selection:
         """The services with ``contact_key`` and no ``customer_id``."""
 
-    def scan(self, after: int = 0, limit: int | None = None) -> Selection:
+    def scan(self, after: int = 0, limit: int | None = None,
+             due_by: str | None = None) -> Selection:
         """Services with ids above ``after``, in id order, at most ``limit`` of them:
-        export and housekeeping walk the store in batches with it."""
+        export and housekeeping walk the store in batches with it. With ``due_by``
+        (a timestamp), only the services whose ``due`` field is a timestamp at or
+        before it: the store indexes ``due`` so that housekeeping reads only what
+        has work for it."""
 
     def count(self) -> int:
         """How many services there are."""

@@ -42,6 +42,7 @@ class Row(NamedTuple):
     loc: Location
     customer_id: str | None
     contact_key: str | None
+    due: str | None
 
 
 class LogStore:
@@ -168,7 +169,8 @@ class LogStore:
             self._sync()  # may replace the indexes (another process compacted): look after
             return self._selection(sorted(getattr(self, index).get(key, ())))
 
-    def scan(self, after: int = 0, limit: int | None = None) -> Selection:
+    def scan(self, after: int = 0, limit: int | None = None,
+             due_by: str | None = None) -> Selection:
         with self._turn(), self.engine.locked(False):
             self._sync()
             if self._dead > len(self._order) // 2:
@@ -177,7 +179,9 @@ class LogStore:
             order, rows, sids = self._order, self._rows, []
             at = bisect.bisect_right(order, after)
             while at < len(order) and (limit is None or len(sids) < limit):
-                if order[at] in rows:
+                row = rows.get(order[at])
+                if row is not None and (due_by is None or (row.due is not None
+                                                            and row.due <= due_by)):
                     sids.append(order[at])
                 at += 1
             return self._selection(sids)

@@ -11,19 +11,21 @@ import json
 import re
 from typing import Any
 
-# The fields the store indexes, in the order they are written after the id.
-INDEX_KEYS = ("customer_id", "contact_key")
+# The fields the store indexes, in the order they are written after the id. ``due``
+# is when housekeeping next has work for the service (a timestamp the domain keeps
+# up to date, see contextsvc.domain.timed); records written before it existed lack it.
+INDEX_KEYS = ("customer_id", "contact_key", "due")
 TOMBSTONE = b'{"_deleted": true}'
 
 Location = tuple[int, int]  # where an engine keeps a document: (offset or index, length)
-Keys = tuple["str | None", "str | None"]  # the values of INDEX_KEYS
+Keys = tuple["str | None", "str | None", "str | None"]  # the values of INDEX_KEYS
 Record = tuple[int, Location, "Keys | None"]  # (service id, location, keys); None: deleted
 
 _decode = json.JSONDecoder().decode  # json.loads(bytes) would guess the encoding each time
 
 _STRING = rb'(null|"(?:[^"\\]|\\.)*")'
-_KEYS = re.compile(rb'\{"service_id":[0-9]+' + b"".join(
-    b',"' + key.encode() + b'":' + _STRING for key in INDEX_KEYS))
+_KEYS = re.compile(rb'\{"service_id":[0-9]+,"customer_id":' + _STRING + rb',"contact_key":'
+                   + _STRING + rb'(?:,"due":' + _STRING + rb')?')
 
 
 def encode(doc: dict[str, Any]) -> bytes:
@@ -45,11 +47,11 @@ def decode(body: bytes) -> dict[str, Any]:
 
 
 def index_keys(doc: dict[str, Any]) -> Keys:
-    return doc.get("customer_id"), doc.get("contact_key")
+    return doc.get("customer_id"), doc.get("contact_key"), doc.get("due")
 
 
-def _string(raw: bytes) -> str | None:
-    if raw == b"null":
+def _string(raw: bytes | None) -> str | None:
+    if raw is None or raw == b"null":
         return None
     return json.loads(raw) if b"\\" in raw else raw[1:-1].decode("ascii")
 
@@ -59,12 +61,12 @@ def keys_at(line: bytes, start: int) -> Keys | None:
     it is not a service document. Documents in our own layout are not parsed."""
     match = _KEYS.match(line, start)
     if match is not None:
-        return _string(match.group(1)), _string(match.group(2))
+        return _string(match.group(1)), _string(match.group(2)), _string(match.group(3))
     try:  # not in our own layout (written by another tool): parse it all
         doc = json.loads(line[start:])
     except ValueError:
         return None
     if not isinstance(doc, dict):
         return None
-    cid, key = doc.get("customer_id"), doc.get("contact_key")
-    return (cid if isinstance(cid, str) else None, key if isinstance(key, str) else None)
+    return tuple(  # type: ignore[return-value]
+        value if isinstance(value, str) else None for value in map(doc.get, INDEX_KEYS))

@@ -311,3 +311,16 @@ def test_compact_above_a_ratio_only_when_there_is_that_much_to_reclaim(store):
         store.delete_service(sid)
     assert store.compact(above=1.25) is True
     assert ids(store.scan()) == sids[5:]
+
+
+def test_scan_due_by_reads_only_what_is_due(opener):
+    store = opener()
+    early = create(store, "C", due="2026-01-01T00:00:00.000Z")
+    late = create(store, "C", due="2026-06-01T00:00:00.000Z")
+    create(store, "C")  # nothing due
+    store.update_service(late, lambda doc: doc.update(due="2026-02-01T00:00:00.000Z"))
+    for each in [store] + ([opener()] if opener.engine in PERSISTENT else []):
+        assert ids(each.scan(due_by="2025-12-31T23:59:59.999Z")) == []
+        assert ids(each.scan(due_by="2026-01-01T00:00:00.000Z")) == [early]
+        assert ids(each.scan(due_by="2026-03-01T00:00:00.000Z")) == [early, late]
+        assert ids(each.scan(after=early, due_by="2026-03-01T00:00:00.000Z")) == [late]
