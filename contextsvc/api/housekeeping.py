@@ -26,7 +26,6 @@ class Sweeper:
         self.store, self.policy, self.clock, self.interval = store, policy, clock, interval
         self._pid = 0
         self._lock = threading.Lock()
-        self._full_done = False
 
     def ensure_running(self) -> None:
         """Start this process's sweeper thread, once per process (a thread does not
@@ -53,14 +52,12 @@ class Sweeper:
         with store.periodic("sweep", self.interval * 0.9) as mine:
             if not mine:
                 return None
-            # Sweeps read only what the index says is due. The first one of a process,
-            # and one a day, read everything, to catch services whose recorded due
-            # moment is stale (written before lifecycle existed, or under another
-            # configuration).
-            with store.periodic("sweep-full", FULL_EVERY) as daily:
-                full = daily or not self._full_done
+            # Sweeps read only what the index says is due. One a day, across the
+            # deployment (the first one on a store included), reads everything, to
+            # catch services whose recorded due moment is stale (written before
+            # lifecycle existed, or under another configuration).
+            with store.periodic("sweep-full", FULL_EVERY) as full:
                 swept = housekeeping.sweep(store, self.policy, self.clock(), full=full)
-            self._full_done = True
         if swept.removed or swept.completed:
             log.info("sweep: %d expired services removed, %d auto-completed",
                      swept.removed, swept.completed)
