@@ -329,3 +329,34 @@ def test_a_worker_does_not_hold_a_whole_large_answer_in_memory(tmp_path):
         assert grown_mb < 20, f"the worker grew by {grown_mb:.0f} MB for a 54 MB answer"
     finally:
         server.stop()
+
+
+def test_a_data_file_restored_in_place_under_gunicorn_is_refused_by_every_worker(tmp_path):
+    """Item 3 under a real gunicorn: ``cp backup.json db.json`` while the workers
+    run. Every worker refuses (503, a log line) instead of reusing ids or writing
+    over the restored file; a restart takes the file as it is."""
+    path = tmp_path / "db.json"
+    server = Server(str(path), workers=2)
+    try:
+        for i in range(3):
+            assert server.request("POST", "/services/start", {"customer_id": "R", "i": i})[0] == 201
+        wait_until_every_worker_opened_the_store(server, path)
+        backup = tmp_path / "backup.json"
+        shutil.copyfile(path, backup)
+        for i in range(3, 6):
+            assert server.request("POST", "/services/start", {"customer_id": "R", "i": i})[0] == 201
+        for _ in range(8):  # every worker sees at least one read
+            server.request("GET", "/customers/R/services")
+        shutil.copyfile(backup, path)
+        restored = path.read_bytes()
+        statuses = [server.request("POST", "/services/start", {"customer_id": "R"})[0]
+                    for _ in range(12)]
+        assert set(statuses) == {503}, statuses
+        assert server.request("GET", "/customers/R/services")[0] == 503
+        assert path.read_bytes() == restored
+    finally:
+        server.stop()
+    with open(str(path) + ".gunicorn.log") as log:
+        assert "refuses to read or write it again" in log.read()
+    again = make(path)
+    assert [s["i"] for s in again.get("/customers/R/services").get_json()] == [0, 1, 2]

@@ -95,6 +95,7 @@ class LogStore:
                 self._reset()
             for sid, loc, keys in records:
                 self._apply(sid, loc, keys)
+            self.engine.verify()
             if self._last_id < known:  # a file with fewer ids than this one has handed out
                 raise self.engine._replaced("was replaced by an older one")
         except StoreReplaced as exc:

@@ -39,6 +39,7 @@ import json
 import logging
 import os
 import re
+import struct
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -57,6 +58,10 @@ PAD_MIN = 1 << 20  # the file grows by at least this much whitespace at a time..
 PAD_SHORT = 4096   # ...unless the disk is too full for that
 _RECORD = re.compile(rb',?"([1-9][0-9]{0,15})": ')
 _READ_ONLY = (errno.EROFS, errno.EACCES, errno.EPERM)
+# What the last writer left in the lock file: the data file's inode and the end of
+# its records. A process that has not read the file for a while cannot tell a file
+# restored in place from one nobody wrote to since; this tells it.
+_LAST_WRITE = struct.Struct("<QQ")
 _BLANK = b" \t\r\n\x00"  # what may follow the trailer: padding, or zeroes left by a crash
 
 def _padding(size: int) -> bytes:
@@ -89,6 +94,7 @@ class LogFile:
         self._writable = False
         self._ino: int | None = None
         self._header = b""
+        self._first_read = True
         self._end = 0        # offset of the trailer: end of the last good record
         self._garbage = 0    # end of a torn write after _end (0: none)
         self._cap = 0        # file size: _end + trailer + whitespace padding
@@ -413,6 +419,7 @@ class LogFile:
                 raise self._write_failed(again) from None
         self._end, self._count, self._cap, self._garbage = end, count, cap, 0
         self._unsynced = True
+        self._note_end()
         return locations
 
     def _put(self, records: bytes, end: int, step: int) -> int:
@@ -497,7 +504,30 @@ class LogFile:
         self._ino, self._writable = os.fstat(self._fd).st_ino, True
         self._end, self._count, self._cap, self._garbage = end, count, cap, 0
         self._header = self._read_header()
+        self._note_end()
         return locations
+
+    def _note_end(self) -> None:
+        """Under the exclusive lock, after a write: record where the records end."""
+        try:
+            os.pwrite(self._lock_fd, _LAST_WRITE.pack(self._ino or 0, self._end), 0)
+        except OSError:
+            pass  # a lock file opened read-only: nothing is written then anyway
+
+    def verify(self) -> None:
+        """Under a lock, after the records of :meth:`changes` were read: the file
+        must hold every record its last writer recorded. A process that last read
+        the file before an older copy was put back in place finds the trailer where
+        it left it, and would otherwise hand out ids again."""
+        if self._first_read:  # a process starting (under the exclusive lock, see
+            self._first_read = False  # LogStore) takes the file as it is
+            self._note_end()
+            return
+        raw = os.pread(self._lock_fd, _LAST_WRITE.size, 0)
+        if len(raw) == _LAST_WRITE.size:
+            ino, end = _LAST_WRITE.unpack(raw)
+            if ino == self._ino and end > self._end and not self._garbage:
+                raise self._replaced("was replaced by an older copy")
 
     def _write_file(self, docs: Iterable[tuple[int, bytes]],
                     last_id: int) -> tuple[list[Location], int, int, int]:

@@ -45,6 +45,9 @@ class MemoryLog:
         finally:
             mutex.release()
 
+    def verify(self) -> None:
+        pass
+
     def sync(self) -> None:
         pass
 
