@@ -1,0 +1,125 @@
+"""The ``contextsvc`` command (API.md 7.2): the operator's tools, on the same
+configuration as the server (``CONTEXTSVC_CONFIG``, the environment, the defaults).
+
+Each subcommand works on a store that a running server is using: it goes through
+the store contract like a server process does, so the store's lock and units of
+work keep both safe. Subcommands live in the modules of this package, each adding
+its commands to :data:`main`.
+
+Exit status: 0 on success; 1 on a failure, explained in one line on stderr
+(``contextsvc: error: ...``); 2 on bad usage (click's own).
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import click
+
+from .. import __version__, config
+from ..domain.lifecycle import Policy
+from ..domain.timed import Clock, TimedStore, utc_now
+from ..errors import ContextError
+from ..storage import ServiceStore, open_store
+
+FAILURE = 1
+
+
+class Failure(click.ClickException):
+    """A failure the command explains in one line on stderr, exit status 1."""
+
+    exit_code = FAILURE
+
+    def show(self, file: Any = None) -> None:
+        click.echo(f"contextsvc: error: {self.format_message()}", err=True)
+
+
+class Group(click.Group):
+    """Turns the domain's and the configuration's errors into one-line failures."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except config.ConfigError as exc:
+            raise Failure(f"configuration: {exc}") from None
+        except ContextError as exc:
+            raise Failure(exc.message) from None
+        except OSError as exc:
+            name = f": {exc.filename}" if exc.filename else ""
+            raise Failure(f"{exc.strerror or exc}{name}") from None
+
+
+@dataclass
+class Context:
+    """What every subcommand works from: the settings, and the store they name."""
+
+    settings: dict[str, dict[str, Any]]
+    clock: Clock = utc_now
+
+    @property
+    def policy(self) -> Policy:
+        return config.policy(self.settings)
+
+    @contextmanager
+    def store(self) -> Iterator[ServiceStore]:
+        """The store, opened for the length of the block."""
+        store = open_store(self.settings)
+        try:
+            yield store
+        finally:
+            store.close()
+
+    @contextmanager
+    def timed_store(self) -> Iterator[TimedStore]:
+        """The store as time makes it (API.md 6.3), as a server's requests see it."""
+        with self.store() as store:
+            yield TimedStore(store, self.policy, self.clock)
+
+
+pass_context = click.make_pass_decorator(Context)
+
+
+@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="contextsvc")
+@click.pass_context
+def main(ctx: click.Context) -> None:
+    """Operate a contextsvc store: export, import, back up, check, compact, purge,
+    sweep, and load demo data. Works on the store of the configuration
+    (CONTEXTSVC_CONFIG and CONTEXTSVC_* variables), also while a server uses it."""
+    try:
+        ctx.obj = Context(config.load())
+    except config.ConfigError as exc:
+        raise Failure(f"configuration: {exc}") from None
+
+
+def progress(items: Any, length: int | None = None, label: str = "") -> Any:
+    """A progress bar on stderr when it is a terminal; nothing when piped."""
+    if not sys.stderr.isatty():
+        return _Silent(items)
+    return click.progressbar(items, length=length, label=label, file=sys.stderr)
+
+
+class _Silent:
+    def __init__(self, items: Any):
+        self.items = items
+
+    def __enter__(self) -> Any:
+        return self.items
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+def _register() -> None:
+    import importlib
+    import pkgutil
+
+    for module in pkgutil.iter_modules(__path__):
+        importlib.import_module(f"{__name__}.{module.name}")
+
+
+_register()
