@@ -1,6 +1,8 @@
 """Several gunicorn workers on one store file: every write lands, every worker sees it."""
 
 import json
+import os
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -64,14 +66,25 @@ def test_concurrent_completes_of_one_state_one_wins(server):
 
 
 def test_compactions_under_concurrent_writers_lose_nothing(tmp_path):
-    """A tiny compaction threshold makes the workers replace the file under each
-    other many times while they write and read."""
-    server = Server(str(tmp_path / "contextsvc.json"), workers=4, extra_env={
+    """A tiny compaction threshold and a short housekeeping period make the workers
+    replace the file under each other several times while they write and read."""
+    path = tmp_path / "contextsvc.json"
+    server = Server(str(path), workers=4, extra_env={
         "CONTEXTSVC_STORAGE_COMPACT_MIN_BYTES": "20000",
-        "CONTEXTSVC_STORAGE_COMPACT_RATIO": "1.3"})
+        "CONTEXTSVC_STORAGE_COMPACT_RATIO": "1.3",
+        "CONTEXTSVC_LIFECYCLE_SWEEP_INTERVAL": "1s"})
     try:
         sids = [server.request("POST", "/services/start", {"customer_id": "compact"})[1]
                 ["service_id"] for _ in range(8)]
+        seen = [os.stat(path)]
+        compactions = 0
+
+        def look():  # a compaction puts a new, smaller file in place
+            nonlocal compactions
+            st = os.stat(path)
+            if st.st_ino != seen[-1].st_ino or st.st_size < seen[-1].st_size:
+                compactions += 1
+            seen.append(st)
 
         def work(i):
             sid = sids[i % len(sids)]
@@ -81,16 +94,22 @@ def test_compactions_under_concurrent_writers_lose_nothing(tmp_path):
             assert server.request("GET", f"/services/{sid}")[0] == 200
             return sid, body["state_id"]
 
-        with ThreadPoolExecutor(12) as pool:
-            done = list(pool.map(work, range(240)))
+        done = []
+        with ThreadPoolExecutor(4) as pool:
+            while compactions < 3 and len(done) < 8 * 400:
+                done += pool.map(work, range(len(done), len(done) + 48))
+                look()
+                time.sleep(0.3)  # the workers' housekeeping runs every second
+                look()
+        assert compactions >= 3
+        per_service = len(done) // len(sids)
         for sid in sids:
             _, states, _ = server.request("GET", f"/services/{sid}/states")
             mine = sorted(stid for s, stid in done if s == sid)
-            assert sorted(s["state_id"] for s in states) == mine == list(range(1, 31))
+            assert sorted(s["state_id"] for s in states) == mine == \
+                list(range(1, per_service + 1))
         _, listed, _ = server.request("GET", "/customers/compact/services")
         assert sorted(s["service_id"] for s in listed) == sids
-        # without compaction the records alone would pass 1 MB
-        assert len((tmp_path / "contextsvc.json").read_bytes().rstrip()) < 300_000
     finally:
         server.stop()
 

@@ -340,7 +340,7 @@ def test_a_large_streamed_answer_leaves_out_what_expired(make, clock):
     assert r.status_code == 200 and [s["service_id"] for s in r.get_json()] == keep
 
 
-def test_a_sweep_reads_only_services_due_and_a_full_one_fixes_stale_records(tmp_path, clock):
+def test_a_sweep_reads_only_services_due_and_a_refresh_fixes_stale_records(tmp_path, clock):
     path = str(tmp_path / "db.json")
     api = Api(create_app({"storage": {"path": path}}, clock=clock).test_client())
     old = api.start_service(customer_id="C")  # written with no expiration configured
@@ -357,8 +357,11 @@ def test_a_sweep_reads_only_services_due_and_a_full_one_fixes_stale_records(tmp_
     assert housekeeping.sweep(store, policy, clock.now).removed == 1
     with tinydb_snapshot(path) as db:
         assert [d.doc_id for d in db.table("services").all()] == [old]
-    # ...and a full sweep also the one recorded before the configuration said so
-    assert housekeeping.sweep(store, policy, clock.now, full=True).removed == 1
+    # ...a refresh records the due moment of the one written before the
+    # configuration said so, and the next sweep finds it
+    assert housekeeping.refresh(store, policy) == 1
+    assert housekeeping.refresh(store, policy) == 0
+    assert housekeeping.sweep(store, policy, clock.now).removed == 1
     with tinydb_snapshot(path) as db:
         assert db.table("services").all() == []
     assert new != old

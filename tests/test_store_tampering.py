@@ -71,10 +71,12 @@ def test_queries_after_another_process_compacts_answer_200(tmp_path):
     anon = reader.post("/services/start", json={"contact_key": "k"}).get_json()["service_id"]
     assert len(reader.get("/customers/C/services").get_json()) == 3
     assert len(reader.get("/services/anonymous/k").get_json()) == 1
-    # the other "worker" deletes and associates; each of its writes compacts the file
-    assert writer.delete(f"/services/{sids[0]}").status_code == 200
-    assert writer.post(f"/customers/X/services/{anon}").status_code == 200
+    # the other "worker" deletes and associates, and compacts the file after each
+    compact = writer.application.extensions["contextsvc.stores"].get().reclaim
+    assert writer.delete(f"/services/{sids[0]}").status_code == 200 and compact()
+    assert writer.post(f"/customers/X/services/{anon}").status_code == 200 and compact()
     assert writer.put(f"/services/{sids[1]}/extensions/n", json=2).status_code == 200
+    assert compact()
     r = reader.get("/customers/C/services")
     assert r.status_code == 200, r.get_json()
     assert [(s["service_id"], s.get("n")) for s in r.get_json()] == [(sids[1], 2), (sids[2], None)]

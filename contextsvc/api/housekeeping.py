@@ -1,7 +1,13 @@
-"""The sweeper of a server process (API.md 6.3): every ``sweep_interval`` it offers
-to write down what time has decided (expired services removed, auto-completions
-stored). Every worker has one; the store's ``periodic`` lets exactly one of them
-sweep per interval, whatever the number of workers."""
+"""The housekeeping thread of a server process. Every worker has one; the store's
+``periodic`` lets exactly one of them do each job per period, whatever the number
+of workers:
+
+* every ``sweep_interval``, a sweep writes down what time has decided (expired
+  services removed, auto-completions stored: API.md 6.3);
+* once a day (the first time on a store included), a refresh reads every service
+  and records the due moments that are stale, so that sweeps find them;
+* every few seconds, the store reclaims the space of old versions when there is
+  enough of it (requests never compact)."""
 
 from __future__ import annotations
 
@@ -17,13 +23,15 @@ from ..domain.timed import Clock
 from ..storage import ServiceStore
 
 log = logging.getLogger("contextsvc.sweeper")
-FULL_EVERY = 86400.0  # seconds between sweeps that read every service
+REFRESH_EVERY = 86400.0  # seconds between refreshes, which read every service
+RECLAIM_EVERY = 5.0  # seconds between looks at how much space there is to reclaim
 
 
 class Sweeper:
     def __init__(self, store: Callable[[], ServiceStore], policy: Policy, clock: Clock,
                  interval: float):
         self.store, self.policy, self.clock, self.interval = store, policy, clock, interval
+        self.tick = min(interval, RECLAIM_EVERY)
         self._pid = 0
         self._lock = threading.Lock()
 
@@ -40,11 +48,28 @@ class Sweeper:
 
     def _run(self) -> None:
         while True:
-            time.sleep(self.interval)
+            time.sleep(self.tick)
             try:
-                self.run_once()
-            except Exception:  # noqa: BLE001 - logged; the next interval tries again
-                log.exception("the sweep failed; trying again in %g s", self.interval)
+                self.reclaim()
+                if self.run_once() is not None:
+                    self.refresh()  # after a sweep, by the process that swept
+            except Exception:  # noqa: BLE001 - logged; the next tick tries again
+                log.exception("housekeeping failed; trying again in %g s", self.tick)
+
+    def reclaim(self) -> bool:
+        """Compact the store if enough of it is old versions and removed services."""
+        return housekeeping.reclaim(self.store(), self.tick * 0.9)
+
+    def refresh(self) -> int | None:
+        """Once a day across the deployment: record the stale due moments."""
+        store = self.store()
+        with store.periodic("refresh", REFRESH_EVERY) as mine:
+            if not mine:
+                return None
+            fixed = housekeeping.refresh(store, self.policy)
+        if fixed:
+            log.info("refresh: the due moment of %d services recorded anew", fixed)
+        return fixed
 
     def run_once(self) -> housekeeping.Swept | None:
         """Sweep now if no other process is sweeping or swept within the interval."""
@@ -52,12 +77,7 @@ class Sweeper:
         with store.periodic("sweep", self.interval * 0.9) as mine:
             if not mine:
                 return None
-            # Sweeps read only what the index says is due. One a day, across the
-            # deployment (the first one on a store included), reads everything, to
-            # catch services whose recorded due moment is stale (written before
-            # lifecycle existed, or under another configuration).
-            with store.periodic("sweep-full", FULL_EVERY) as full:
-                swept = housekeeping.sweep(store, self.policy, self.clock(), full=full)
+            swept = housekeeping.sweep(store, self.policy, self.clock())
         if swept.removed or swept.completed:
             log.info("sweep: %d expired services removed, %d auto-completed",
                      swept.removed, swept.completed)

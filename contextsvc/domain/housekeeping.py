@@ -2,15 +2,18 @@
 (removing expired services, storing auto-completions), and purging on request.
 
 Both walk the store in id order, in small batches. Choosing what to do reads each
-batch without holding the store; doing it is one unit of work per batch, in which
+batch without holding the store (a sweep trusts the store's index of due moments
+and reads nothing to choose); doing it is one unit of work per batch, in which
 each service is judged again as it is then, so that a client's write in between
-is never undone or half applied. No request waits behind more than one batch.
+is never undone or half applied. No request waits behind more than one batch, and
+between batches the walk rests so that the requests of its own process go on.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -20,9 +23,14 @@ from .lifecycle import Policy
 
 Doc = dict[str, Any]
 BATCH = 200
+# Between batches a walk rests as long as the batch took, at most this long (s):
+# under gevent the walk shares its worker with that worker's requests, and a
+# greenlet runs until it yields.
+REST_MAX = 0.02
 # after a walk that removed services, compact once the store holds more than this
 # many times its live data, so that the space comes back now
 RECLAIM_ABOVE = 1.25
+COMPACT_JOB = "compact"
 
 PURGES: dict[str, Callable[[Doc], bool]] = {
     "purge.service.all": lambda doc: True,
@@ -41,49 +49,46 @@ class Swept:
     completed: int = 0
 
 
-def _walk(store: Any, pick: Callable[[Doc], bool], change: Callable[[Doc], bool | None],
-          batch: int, due_by: str | None = None) -> tuple[int, int]:
+def _walk(store: Any, pick: Callable[[Doc], bool] | None, change: Callable[[Doc], bool | None],
+          batch: int, due_by: str | None = None, upto: int | None = None) -> tuple[int, int]:
+    """Walk the services with ids up to ``upto`` (all when None) in batches: ``pick``
+    chooses from each as read without the lock (None: every service of the batch),
+    ``change`` applies to the chosen ones in one unit of work."""
     written = deleted = 0
     after = 0
     while True:
         began = time.monotonic()
         with store.scan(after=after, limit=batch, due_by=due_by) as selection:
-            rows = selection.rows
-            chosen = [sid for sid, loc in rows if pick(selection.read(loc))]
+            rows = [(sid, loc) for sid, loc in selection.rows if upto is None or sid <= upto]
+            chosen = ([sid for sid, _ in rows] if pick is None
+                      else [sid for sid, loc in rows if pick(selection.read(loc))])
         if not rows:
             return written, deleted
         after = rows[-1][0]
         if chosen:
             done = store.rewrite_services(chosen, change)
             written, deleted = written + done[0], deleted + done[1]
-        # Rest as long as the batch took: the requests of this process get at least
-        # half its time (under gevent a greenlet runs until it yields, so a bare
-        # yield would let each request take one step per batch).
-        time.sleep(time.monotonic() - began)
+        time.sleep(min(time.monotonic() - began, REST_MAX))
 
 
-def sweep(store: Any, policy: Policy, now: datetime, batch: int = BATCH,
-          full: bool = False) -> Swept:
+def sweep(store: Any, policy: Policy, now: datetime, batch: int = BATCH) -> Swept:
     """Remove the services expired at ``now`` and store the auto-completions due.
 
     Only the services whose recorded ``due`` moment has come are read, from the
-    store's index. ``full`` reads every service instead, and also records the
-    ``due`` moment of those whose record is stale (written before lifecycle existed,
-    or under another configuration)."""
+    store's index; each is judged again, as it is, in the unit of work that
+    changes it (a client may have written it since, or its recorded moment may be
+    stale: then only the moment is recorded anew). Reclaims the space when much
+    was removed."""
 
     def is_due(doc: Doc) -> bool:
         moment = lifecycle.due(doc, policy)
         return moment is not None and moment <= now
-
-    def pick(doc: Doc) -> bool:
-        return is_due(doc) or (full and _stale(doc, policy))
 
     completed = 0
 
     def change(doc: Doc) -> bool | None:
         nonlocal completed
         if not is_due(doc):
-            # a client wrote it meanwhile, or its recorded due moment is stale
             return lifecycle.mark_due(doc, policy)
         if not lifecycle.settle(doc, policy, now):
             return None
@@ -91,10 +96,23 @@ def sweep(store: Any, policy: Policy, now: datetime, batch: int = BATCH,
         lifecycle.mark_due(doc, policy)
         return True
 
-    _, deleted = _walk(store, pick, change, batch, None if full else timeutil.format(now))
-    if deleted:
-        store.compact(above=RECLAIM_ABOVE)
+    with _removing(store):
+        _, deleted = _walk(store, None, change, batch, timeutil.format(now))
+        if deleted:
+            store.compact(above=RECLAIM_ABOVE)
     return Swept(removed=deleted, completed=completed)
+
+
+def refresh(store: Any, policy: Policy, batch: int = BATCH) -> int:
+    """Read every service and record the ``due`` moment of those whose record is
+    stale (written before lifecycle existed, or under another configuration), so
+    that sweeps find them. Removes and completes nothing itself: the next sweep
+    does. Returns how many records it corrected."""
+
+    def change(doc: Doc) -> bool | None:
+        return lifecycle.mark_due(doc, policy)
+
+    return _walk(store, lambda doc: _stale(doc, policy), change, batch)[0]
 
 
 def _stale(doc: Doc, policy: Policy) -> bool:
@@ -115,7 +133,27 @@ def purge(store: Any, limit: str, operation: str, policy: Policy, now: datetime,
     def change(doc: Doc) -> bool | None:
         return None if pick(doc) else False
 
-    deleted = _walk(store, pick, change, batch)[1]
-    if deleted:
-        store.compact(above=RECLAIM_ABOVE)
+    with _removing(store):
+        # the services that exist now: a walk that also took those created meanwhile
+        # might never end under a steady write load
+        deleted = _walk(store, pick, change, batch, upto=store.last_id())[1]
+        if deleted:
+            store.compact(above=RECLAIM_ABOVE)
     return deleted
+
+
+def _removing(store: Any) -> AbstractContextManager[bool]:
+    """Held by a walk that removes services: the background's compactions (the
+    periodic job "compact", see :func:`reclaim`) wait until its end, where it
+    compacts once, instead of rewriting the file each time its removals pass the
+    ratio. (When a compaction is running as the walk begins, the walk goes on
+    without holding it.)"""
+    return store.periodic(COMPACT_JOB, 0)
+
+
+def reclaim(store: Any, every: float) -> bool:
+    """The background's compaction: at most once per ``every`` seconds across the
+    deployment, never during a walk that removes services; the store decides from
+    its thresholds whether the space is worth a rewrite."""
+    with store.periodic(COMPACT_JOB, every) as mine:
+        return mine and store.reclaim()

@@ -95,6 +95,10 @@ class ServiceStore(Protocol):
     def count(self) -> int:
         """How many services there are."""
 
+    def last_id(self) -> int:
+        """The highest service id handed out so far (0 when none): a walk that
+        should not take services created after it began stops there."""
+
     # ---------------------------------------------------------------- writing
     def create_service(self, build: Callable[[int], Doc]) -> Doc:
         """Give ``build`` a new service id and store the document it returns."""
@@ -136,6 +140,12 @@ class ServiceStore(Protocol):
         """Reclaim the space of old versions and removed services now; with
         ``above``, only when what is stored exceeds ``above`` times the live data
         (housekeeping reclaims after large removals). Returns whether it did."""
+
+    def reclaim(self) -> bool:
+        """Compact if the engine's own thresholds say the space is worth it
+        (``[storage] compact_min_bytes`` and ``compact_ratio`` for the file engine).
+        Writes never compact by themselves: housekeeping calls this, in the
+        background, every few seconds. Returns whether it compacted."""
 
     def close(self) -> None:
         """Release files and connections."""

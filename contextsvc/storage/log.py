@@ -203,6 +203,11 @@ class LogStore:
             self._sync()
             return len(self._rows)
 
+    def last_id(self) -> int:
+        with self._turn(), self.engine.locked(False):
+            self._sync()
+            return self._last_id
+
     def _row(self, sid: int) -> Row:
         row = self._rows.get(sid)
         if row is None:
@@ -272,10 +277,7 @@ class LogStore:
                         items.append((sid, doc))
                         written += 1
                 if items:
-                    # housekeeping batches: one compaction when the walk is done
-                    # (compact(above=...)), not one in the middle of it each time
-                    # removals pass the ratio
-                    self._write(items, compact=False)
+                    self._write(items)
             self.engine.sync()
         return written, deleted
 
@@ -304,7 +306,7 @@ class LogStore:
             self.engine.sync()
             return len(docs)
 
-    def _write(self, items: list[tuple[int, Doc | None]], compact: bool = True) -> None:
+    def _write(self, items: list[tuple[int, Doc | None]]) -> None:
         bodies = [(sid, None if doc is None else encode(doc)) for sid, doc in items]
         for sid, body in bodies:
             if body is not None and len(body) > self.max_service_bytes:
@@ -314,12 +316,6 @@ class LogStore:
         locations = self.engine.append(bodies)
         for (sid, doc), loc in zip(items, locations, strict=True):
             self._apply(sid, loc, None if doc is None else index_keys(doc))
-        size = self.engine.size()
-        if compact and size > self.compact_min_bytes and size > self.compact_ratio * self._live:
-            try:
-                self._compact()
-            except StoreFailure as exc:  # the write itself is done; compact another time
-                log.warning("compaction postponed: %s", exc.message)
 
     def compact(self, above: float | None = None) -> bool:
         """Rewrite the file with only the newest version of each live service."""
@@ -329,6 +325,22 @@ class LogStore:
                 return False
             self._compact()
             return True
+
+    def reclaim(self) -> bool:
+        """Compact when the file passes ``compact_min_bytes`` and ``compact_ratio``
+        times the live data. Requests never compact (a compaction rewrites the
+        whole file under the exclusive lock): each server process's housekeeping
+        thread calls this every few seconds."""
+        with self._turn(), self.engine.locked(False):
+            self._sync()
+            size = self.engine.size()
+            if size <= self.compact_min_bytes or size <= self.compact_ratio * self._live:
+                return False
+        try:
+            return self.compact(above=self.compact_ratio)
+        except StoreFailure as exc:  # a full disk: try again next time
+            log.warning("compaction postponed: %s", exc.message)
+            return False
 
     def _compact(self) -> None:
         sids = sorted(self._rows)

@@ -313,6 +313,31 @@ def test_compact_above_a_ratio_only_when_there_is_that_much_to_reclaim(store):
     assert ids(store.scan()) == sids[5:]
 
 
+def test_reclaim_compacts_by_the_configured_thresholds_only(opener):
+    opener.settings["storage"].update(compact_min_bytes=1, compact_ratio=2.0)
+    store = opener()
+    sids = [create(store, "C", pad="x" * 500) for _ in range(10)]
+    store.compact()
+    assert store.reclaim() is False  # nothing to reclaim
+    for sid in sids[:4]:
+        store.update_service(sid, lambda doc: doc.update(pad="y" * 500))
+    assert store.reclaim() is False  # 4 old versions: below twice the live data
+    for sid in sids[:9]:
+        store.delete_service(sid)
+    assert store.reclaim() is True
+    assert ids(store.scan()) == sids[9:]
+    assert store.reclaim() is False
+
+
+def test_last_id_is_the_highest_handed_out_even_when_deleted(store):
+    assert store.last_id() == 0
+    sids = [create(store, "C") for _ in range(3)]
+    store.delete_service(sids[-1])
+    assert store.last_id() == sids[-1]
+    store.put_services([{**store.get_service(sids[0]), "service_id": 1000}])
+    assert store.last_id() == 1000
+
+
 def test_scan_due_by_reads_only_what_is_due(opener):
     store = opener()
     early = create(store, "C", due="2026-01-01T00:00:00.000Z")
