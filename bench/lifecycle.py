@@ -9,10 +9,12 @@ measured in the same run.
    one moment a little after the servers will be up. A first server on it, which
    never sweeps (sweep_interval 1h), gives the baseline: the start-service and the
    customer-query loads at once (two wrk) for --seconds. A second server on the same
-   file sweeps every --interval. The script watches its sweeps (a sweep holds the
-   flock of ``<store>.sweep.lock``, seen in /proc/locks, and writes its finish time
-   in that file) and runs the same two loads from the start to the end of one idle
-   sweep (nothing due yet) and of the sweep that removes the expired services.
+   file sweeps every --interval. The script watches its housekeeping (a sweep holds
+   the flock of ``<store>.sweep.lock``, seen in /proc/locks, and writes its finish
+   time in that file; the refresh likewise ``<store>.refresh.lock``) and runs the
+   same two loads from the start to the end of the refresh that follows the first
+   sweep on the store (it reads every service; nothing is due yet) and of the
+   sweep that removes the expired services.
 2. Writes with lifecycle on: start-service throughput on an empty store with a
    default expiration (30d) and auto_complete_after (4h) configured, over the same
    with neither; the two servers take turns over --rounds; medians.
@@ -157,12 +159,13 @@ class Loads:
 
 
 class SweepWatch:
-    """The sweeps of the servers on one store, seen from outside: a sweep holds the
-    flock of ``<store>.sweep.lock`` while it runs and writes there when it finished
-    (contextsvc.storage.logfile.LogFile.periodic); /proc/locks shows the flock."""
+    """A housekeeping job of the servers on one store, seen from outside: a sweep
+    holds the flock of ``<store>.sweep.lock`` while it runs and writes there when it
+    finished (contextsvc.storage.logfile.LogFile.periodic), a refresh likewise with
+    ``<store>.refresh.lock``; /proc/locks shows the flock."""
 
-    def __init__(self, store: str):
-        self.path = store + ".sweep.lock"
+    def __init__(self, store: str, job: str = "sweep"):
+        self.path = f"{store}.{job}.lock"
 
     def running(self) -> bool:
         try:
@@ -317,16 +320,17 @@ def sweep_part(args: argparse.Namespace, tmp: str) -> dict:
         if time.time() > expiry - 1:
             raise RuntimeError("the expiry moment came before the servers were ready; "
                                "run again with a larger --lead")
-        previous = watch.last_finish()
-        started = watch.wait_start(until=expiry - 1)
-        if started is not None:  # an idle sweep: everything is read, nothing is due
+        refresh = SweepWatch(path, "refresh")
+        previous = refresh.last_finish()
+        started = refresh.wait_start(until=expiry - 1)
+        if started is not None:  # the refresh: every service is read, nothing is due
             loads = Loads(server.port, customers, c)
-            finished = watch.wait_end(previous, until=started + args.window)
-            out["idle"] = loads.stop()
-            out["idle_loaded_s"] = time.time() - started
-            finished = finished or watch.wait_end(previous, until=time.time() + 600)
-            out["idle_s"] = (finished or time.time()) - started
-            log(f"sweep: idle sweep measured ({out['idle_s']:.1f} s)")
+            finished = refresh.wait_end(previous, until=started + args.window)
+            out["refresh"] = loads.stop()
+            out["refresh_loaded_s"] = time.time() - started
+            finished = finished or refresh.wait_end(previous, until=time.time() + 600)
+            out["refresh_s"] = (finished or time.time()) - started
+            log(f"sweep: refresh measured ({out['refresh_s']:.1f} s)")
 
         sleep_until(expiry)
         out["bytes_before"] = data_bytes(path)
@@ -461,8 +465,8 @@ def report(args: argparse.Namespace, sweep: dict, writes: dict, purge: dict) -> 
     print(f"{'window':<34} | {'start req/s':>9} {'p50 ms':>8} {'p99 ms':>8} | "
           f"{'query req/s':>9} {'p50 ms':>8} {'p99 ms':>8}")
     windows = [("no sweep (baseline)", sweep["baseline"])]
-    if "idle" in sweep:
-        windows.append((f"idle sweep, nothing due ({loaded(sweep, 'idle')})", sweep["idle"]))
+    if "refresh" in sweep:
+        windows.append((f"refresh, reads all ({loaded(sweep, 'refresh')})", sweep["refresh"]))
     windows.append((f"removing sweep ({loaded(sweep, 'sweep')})", sweep["during"]))
     for name, loads in windows:
         print(f"{name:<34} | {fmt(loads['start'])} | {fmt(loads['query'])}")

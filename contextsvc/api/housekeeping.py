@@ -20,6 +20,7 @@ from collections.abc import Callable
 from ..domain import housekeeping
 from ..domain.lifecycle import Policy
 from ..domain.timed import Clock
+from ..errors import ContextError
 from ..storage import ServiceStore
 
 log = logging.getLogger("contextsvc.sweeper")
@@ -47,12 +48,18 @@ class Sweeper:
                                  daemon=True).start()
 
     def _run(self) -> None:
+        failing = None  # the store's last complaint, logged once until it changes
         while True:
             time.sleep(self.tick)
             try:
                 self.reclaim()
                 if self.run_once() is not None:
                     self.refresh()  # after a sweep, by the process that swept
+                failing = None
+            except ContextError as exc:  # the store's own errors: busy, failing, replaced
+                if exc.message != failing:
+                    log.warning("housekeeping postponed: %s", exc.message)
+                failing = exc.message
             except Exception:  # noqa: BLE001 - logged; the next tick tries again
                 log.exception("housekeeping failed; trying again in %g s", self.tick)
 
