@@ -2,20 +2,51 @@
 then ``CONTEXTSVC_<SECTION>_<KEY>`` environment variables, then ``test_config``.
 
 ``config.example.ini`` documents every key.
+
+A setting that cannot be used stops the start with a :class:`ConfigError` whose
+message names where the value came from (the file, or the environment variable),
+the key, and what was expected. A ``CONTEXTSVC_*`` environment variable that names
+no setting is such an error too (a misspelt ``CONTEXTSVC_STORAGE_PATHH`` would
+otherwise be ignored, and the server would use the default path): only
+``CONTEXTSVC_CONFIG`` and the ``CONTEXTSVC_<SECTION>_<KEY>`` of :data:`SCHEMA`
+exist. Retention per service type (``[expiration]``) has no environment form:
+service types keep their case and may hold characters that variable names cannot,
+so ``CONTEXTSVC_EXPIRATION_*`` is refused with a message saying so.
+
+The server stops on such an error with one line, ``contextsvc: error:
+configuration: ...``, and exit status :data:`EXIT_CONFIG` (see
+:mod:`contextsvc.gunicorn_conf` and ``wsgi.py``); the ``contextsvc`` command
+prints the same line and exits 1, like its other failures.
 """
 
 from __future__ import annotations
 
 import configparser
+import difflib
 import os
-from collections.abc import Mapping
-from typing import Any
+import re
+import sys
+from collections.abc import Callable, Mapping
+from typing import Any, NoReturn
 
 from .domain.lifecycle import Policy, parse_duration
 from .storage import ENGINES
 
+# EX_CONFIG of sysexits.h: the server's exit status on a configuration error.
+# Fixed, so that a supervisor can tell it from a crash and not restart in a loop
+# (systemd: RestartPreventExitStatus=78, docs/systemd/contextsvc.service).
+EXIT_CONFIG = 78
+
+CONFIG_VARIABLE = "CONTEXTSVC_CONFIG"
+ENV_PREFIX = "CONTEXTSVC_"
+
 # section -> key -> (default, type)
 SCHEMA: dict[str, dict[str, tuple[Any, type | str]]] = {
+    "server": {
+        # read by contextsvc/gunicorn_conf.py; gunicorn's -b and -w win over them
+        "bind": ("127.0.0.1:8080", "addresses"),
+        "workers": (4, int),
+    },
     "storage": {
         "path": (os.path.join("data", "contextsvc.json"), str),
         "engine": ("file", str),
@@ -41,25 +72,56 @@ SCHEMA: dict[str, dict[str, tuple[Any, type | str]]] = {
         "sweep_interval": ("1m", "duration"),
     },
 }
-# [expiration]: one key per service type (case kept), a duration each
+# [expiration]: one key per service type (case kept), a duration each; INI only
 PER_TYPE = "expiration"
 
 LEVELS = ("debug", "info", "warning", "error")
 
+# gunicorn's bind forms: HOST:PORT, [IPV6]:PORT (tcp:// allowed), unix:PATH, fd://N
+_ADDRESS = re.compile(r"(?:tcp://)?(?:\[[0-9A-Fa-f:.]+\]|[^\s\[\]:/,]+):(\d{1,5})"
+                      r"|unix:\S+|fd://\d+")
 
 
 class ConfigError(Exception):
     """A configuration value cannot be used."""
 
 
-def _convert(section: str, key: str, raw: Any, kind: type | str) -> Any:
+def error_line(exc: ConfigError) -> str:
+    """The one line that reports ``exc``, for the server and the command alike."""
+    return f"contextsvc: error: configuration: {exc}"
+
+
+def exit_on(exc: ConfigError, status: int = EXIT_CONFIG) -> NoReturn:
+    """Stop the process: ``exc`` in one line on stderr, exit ``status``."""
+    print(error_line(exc), file=sys.stderr, flush=True)
+    raise SystemExit(status)
+
+
+def env_name(section: str, key: str) -> str:
+    return f"{ENV_PREFIX}{section.upper()}_{key.upper()}"
+
+
+def _convert(where: str, raw: Any, kind: type | str) -> Any:
     if kind == "duration":
         if raw is None or isinstance(raw, int):
             return raw  # seconds already (test settings)
         try:
             return parse_duration(str(raw))
         except ValueError as exc:
-            raise ConfigError(f"[{section}] {key}: {exc}") from None
+            raise ConfigError(f"{where}: {exc}") from None
+    if kind == "addresses":
+        if isinstance(raw, (list, tuple)):
+            raw = " ".join(raw)
+        addresses = [a for a in re.split(r"[\s,]+", str(raw)) if a]
+        for address in addresses:
+            match = _ADDRESS.fullmatch(address)
+            if match is None or (match.group(1) is not None
+                                 and not 0 < int(match.group(1)) < 65536):
+                raise ConfigError(f"{where}: expected HOST:PORT, [IPV6]:PORT, unix:PATH or "
+                                  f"fd://N (several separated by spaces), got {address!r}")
+        if not addresses:
+            raise ConfigError(f"{where}: expected HOST:PORT, [IPV6]:PORT, unix:PATH or fd://N")
+        return addresses
     if kind is bool:
         if isinstance(raw, bool):
             return raw
@@ -68,77 +130,112 @@ def _convert(section: str, key: str, raw: Any, kind: type | str) -> Any:
             return True
         if text in ("0", "false", "no", "off"):
             return False
-        raise ConfigError(f"[{section}] {key}: expected true or false, got {raw!r}")
+        raise ConfigError(f"{where}: expected true or false, got {raw!r}")
     try:
-        value = kind(raw)
+        value = kind(raw)  # type: ignore[operator]
     except (TypeError, ValueError):
-        raise ConfigError(f"[{section}] {key}: expected {kind.__name__}, got {raw!r}"  # type: ignore[union-attr]
-                          ) from None
+        expected = {int: "an integer", float: "a number"}.get(kind, kind)  # type: ignore[call-overload]
+        raise ConfigError(f"{where}: expected {expected}, got {raw!r}") from None
     if kind in (int, float) and value <= 0:
-        raise ConfigError(f"[{section}] {key}: must be positive, got {raw!r}")
+        raise ConfigError(f"{where}: must be positive, got {raw!r}")
     return value
+
+
+def _read_ini(ini_path: str) -> dict[str, dict[str, str]]:
+    parser = configparser.ConfigParser()
+    parser.optionxform = str  # type: ignore[assignment,method-assign]  # service types keep their case
+    try:
+        with open(ini_path, encoding="utf-8") as handle:
+            parser.read_file(handle)
+        values = {s: dict(parser[s]) for s in parser.sections()}  # interpolates %(name)s
+    except OSError as exc:
+        raise ConfigError(f"cannot read {CONFIG_VARIABLE}={ini_path}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"cannot read {ini_path}: not UTF-8 text") from None
+    except configparser.Error as exc:
+        message = " ".join(str(exc).split())  # configparser's messages span lines
+        raise ConfigError(f"cannot parse {ini_path}: {message}") from None
+    for section in values:
+        if section == PER_TYPE:
+            continue
+        if section not in SCHEMA:
+            raise ConfigError(f"{ini_path}: unknown section [{section}] (known: "
+                              f"{', '.join(f'[{s}]' for s in (*SCHEMA, PER_TYPE))})")
+        for key in values[section]:
+            if key not in SCHEMA[section]:
+                raise ConfigError(f"{ini_path}: unknown key {key!r} in [{section}] (known: "
+                                  f"{', '.join(SCHEMA[section])})")
+    return values
+
+
+def _read_environ(environ: Mapping[str, str]) -> dict[str, dict[str, str]]:
+    known = {env_name(section, key): (section, key)
+             for section, keys in SCHEMA.items() for key in keys}
+    layer: dict[str, dict[str, str]] = {}
+    for name in sorted(environ):
+        if not name.startswith(ENV_PREFIX) or name == CONFIG_VARIABLE:
+            continue
+        if name in known:
+            section, key = known[name]
+            layer.setdefault(section, {})[key] = environ[name]
+        elif name.startswith(env_name(PER_TYPE, "")):
+            raise ConfigError(f"{name}: retention per service type has no environment "
+                              f"form; set it in the [{PER_TYPE}] section of the file named "
+                              f"by {CONFIG_VARIABLE}")
+        else:
+            close = difflib.get_close_matches(name, [*known, CONFIG_VARIABLE], n=1)
+            hint = f"did you mean {close[0]}? " if close else ""
+            raise ConfigError(f"{name}: the environment variable names no setting ({hint}"
+                              f"settings are {ENV_PREFIX}<SECTION>_<KEY>, as in "
+                              "config.example.ini)")
+    return layer
 
 
 def load(test_config: Mapping[str, Mapping[str, Any]] | None = None,
          environ: Mapping[str, str] | None = None) -> dict[str, dict[str, Any]]:
     """Return the settings as ``{section: {key: value}}``."""
     environ = os.environ if environ is None else environ
-    layers: list[tuple[str, Mapping[str, Mapping[str, Any]]]] = []
+    # each layer: its values, and how to name the source of one of them in a message
+    layers: list[tuple[Mapping[str, Mapping[str, Any]], Callable[[str, str], str]]] = []
 
-    ini_path = environ.get("CONTEXTSVC_CONFIG")
+    ini_path = environ.get(CONFIG_VARIABLE)
     if ini_path:
-        parser = configparser.ConfigParser()
-        parser.optionxform = str  # type: ignore[assignment,method-assign]  # service types keep their case
-        try:
-            with open(ini_path, encoding="utf-8") as handle:
-                parser.read_file(handle)
-        except OSError as exc:
-            raise ConfigError(f"cannot read CONTEXTSVC_CONFIG={ini_path}: {exc.strerror}") from None
-        except configparser.Error as exc:
-            raise ConfigError(f"cannot parse {ini_path}: {exc}") from None
-        for section in parser.sections():
-            if section == PER_TYPE:
-                continue
-            if section not in SCHEMA:
-                raise ConfigError(f"{ini_path}: unknown section [{section}]")
-            for key in parser[section]:
-                if key not in SCHEMA[section]:
-                    raise ConfigError(f"{ini_path}: unknown key {key!r} in [{section}]")
-        layers.append(("ini", {s: dict(parser[s]) for s in parser.sections()}))
-
-    env_layer: dict[str, dict[str, str]] = {}
-    for section, keys in SCHEMA.items():
-        for key in keys:
-            name = f"CONTEXTSVC_{section.upper()}_{key.upper()}"
-            if name in environ:
-                env_layer.setdefault(section, {})[key] = environ[name]
-    layers.append(("env", env_layer))
+        layers.append((_read_ini(ini_path),
+                       lambda section, key: f"{ini_path}: [{section}] {key}"))
+    layers.append((_read_environ(environ), env_name))
     if test_config:
-        layers.append(("test", test_config))
+        layers.append((test_config, lambda section, key: f"[{section}] {key}"))
 
     settings = {s: {k: default for k, (default, _) in keys.items()} for s, keys in SCHEMA.items()}
-    settings["lifecycle"] = {k: _convert("lifecycle", k, v, "duration")
-                             for k, v in settings["lifecycle"].items()}
+    for section, keys in SCHEMA.items():
+        for key, (default, kind) in keys.items():
+            if isinstance(kind, str):
+                settings[section][key] = _convert(f"[{section}] {key}", default, kind)
+    source = {(s, k): f"[{s}] {k}" for s, keys in SCHEMA.items() for k in keys}
     settings[PER_TYPE] = {}
-    for _, layer in layers:
+    for layer, where in layers:
         for section, values in layer.items():
             if section == PER_TYPE:
                 for key, raw in values.items():
-                    seconds = _convert(PER_TYPE, key, raw, "duration")
+                    seconds = _convert(where(section, key), raw, "duration")
                     if seconds is None:
-                        raise ConfigError(f"[{PER_TYPE}] {key}: a duration is required")
+                        raise ConfigError(f"{where(section, key)}: a duration is required")
                     settings[PER_TYPE][key] = seconds
                 continue
             for key, raw in values.items():
                 if section not in SCHEMA or key not in SCHEMA[section]:
                     raise ConfigError(f"unknown setting [{section}] {key}")
-                settings[section][key] = _convert(section, key, raw, SCHEMA[section][key][1])
+                settings[section][key] = _convert(where(section, key), raw,
+                                                  SCHEMA[section][key][1])
+                source[section, key] = where(section, key)
     if settings["logging"]["level"].lower() not in LEVELS:
-        raise ConfigError(f"[logging] level: one of {', '.join(LEVELS)}")
+        raise ConfigError(f"{source['logging', 'level']}: expected one of {', '.join(LEVELS)}, "
+                          f"got {settings['logging']['level']!r}")
     if settings["storage"]["engine"] not in ENGINES:
-        raise ConfigError(f"[storage] engine: one of {', '.join(ENGINES)}")
+        raise ConfigError(f"{source['storage', 'engine']}: expected one of "
+                          f"{', '.join(ENGINES)}, got {settings['storage']['engine']!r}")
     if not settings["lifecycle"]["sweep_interval"]:
-        raise ConfigError("[lifecycle] sweep_interval: a duration is required")
+        raise ConfigError(f"{source['lifecycle', 'sweep_interval']}: a duration is required")
     settings["storage"]["path"] = os.path.abspath(settings["storage"]["path"])
     return settings
 

@@ -8,6 +8,17 @@ with one that writes the contract's error shape.
 
 It also keeps slow clients from taking the service down (see the settings below).
 Any setting can still be given on the command line.
+
+**The configuration is checked here, in the master, before any worker forks.** A
+value that cannot be used (see :mod:`contextsvc.config`) stops gunicorn with one
+line on stderr, ``contextsvc: error: configuration: <where>: <what was expected>``,
+and exit status 78 (``EX_CONFIG``), instead of every worker failing to boot with a
+traceback. gunicorn imports a ``python:`` configuration module outside its own
+``try``/``except Exception`` (gunicorn/app/base.py,
+``load_config_from_module_name_or_filename``), and ``SystemExit`` is not an
+``Exception``: it leaves gunicorn as it is, with the status given. ``[server]
+bind`` and ``workers`` come from the same settings; gunicorn applies its command
+line (``-b``, ``-w``) and ``GUNICORN_CMD_ARGS`` after this module, so those win.
 """
 
 from __future__ import annotations
@@ -18,7 +29,18 @@ from typing import Any
 
 from gunicorn import util
 
+from contextsvc import config as _config
 from contextsvc.api.errors import error_body, exception_name
+
+# Names without a leading underscore are gunicorn settings (gunicorn ignores the
+# names it does not know; "config" would be one it knows).
+try:
+    _settings = _config.load()
+except _config.ConfigError as _exc:
+    _config.exit_on(_exc)
+
+bind = _settings["server"]["bind"]
+workers = _settings["server"]["workers"]
 
 # The longest request line gunicorn accepts (its maximum; the default is 4094).
 limit_request_line = 8190
@@ -84,3 +106,17 @@ def write_json_error(sock, status_int: int, reason: str, mesg: str) -> None:
 
 
 util.write_error = write_json_error
+
+
+def on_starting(server: Any) -> None:
+    """gunicorn's hook before it binds. Its ``-e``/``raw_env`` variables reach the
+    environment after this module was imported: check the configuration again with
+    them, so that they too stop the server in one line rather than in each worker."""
+    try:
+        settings = _config.load()
+    except _config.ConfigError as exc:
+        _config.exit_on(exc)
+    if settings["storage"]["engine"] == "memory" and server.cfg.workers > 1:
+        server.log.warning("[storage] engine = memory with %d workers: each worker has its "
+                           "own data, so a request may not see an earlier one's writes; "
+                           "use -w 1", server.cfg.workers)

@@ -9,12 +9,13 @@ from typing import Any
 from flask import Flask, Response
 
 from ..domain.timed import Clock, utc_now
-from . import docs, errors, logs, maintenance, services, states, store, tasks
+from . import docs, errors, health, logs, maintenance, services, states, store, tasks
 from .operations import ApiBlueprint, EmptyResponse
 from .request import IdConverter
 
 BASE_PATHS = ("/genesys/1/cs", "")
-BLUEPRINTS: tuple[ApiBlueprint, ...] = (services.bp, states.bp, tasks.bp, maintenance.bp)
+BLUEPRINTS: tuple[ApiBlueprint, ...] = (services.bp, states.bp, tasks.bp, maintenance.bp,
+                                        health.bp)
 
 
 class App(Flask):

@@ -23,6 +23,11 @@ _ARG = re.compile(r"<(?:[^:<>]+:)?([^<>]+)>")
 
 access = logging.getLogger("contextsvc.access")
 
+# Blueprints whose successful answers are logged at debug level, not info: a load
+# balancer polls the health check every few seconds, on every worker, and its lines
+# would bury the requests of clients. A failed health check is logged as usual.
+QUIET = frozenset({"health"})
+
 
 class StdoutHandler(logging.StreamHandler):
     """Writes to whatever ``sys.stdout`` is when a record is emitted."""
@@ -69,6 +74,8 @@ def setup(app: Flask, level: str) -> None:
     def _log_request(response: Any) -> Any:
         started = g.get("contextsvc_started")
         duration = (time.perf_counter() - started) * 1000 if started else 0.0
-        access.info("%s %s %s %.1fms", request.method, logged_path(), response.status_code,
-                    duration)
+        quiet = (response.status_code < 400 and request.blueprint is not None
+                 and request.blueprint.removesuffix("_root") in QUIET)
+        access.log(logging.DEBUG if quiet else logging.INFO, "%s %s %s %.1fms",
+                   request.method, logged_path(), response.status_code, duration)
         return response

@@ -23,6 +23,7 @@ from typing import Any
 from apispec import APISpec
 from apispec.ext.marshmallow import MarshmallowPlugin
 from marshmallow import Schema, fields
+from marshmallow.validate import OneOf
 
 from .. import __version__
 from ..domain import events, model
@@ -122,6 +123,17 @@ class TaskCreated(Schema):
     task_id = fields.Integer(strict=True, required=True, metadata={"example": 1})
 
 
+class Health(Schema):
+    status = fields.String(required=True, validate=OneOf(["ok", "unavailable"]),
+                           metadata={"example": "ok"})
+    version = fields.String(metadata={"example": __version__,
+                                      "description": "contextsvc's version (when ok)"})
+    engine = fields.String(metadata={"example": "file",
+                                     "description": "the storage engine (when ok)"})
+    message = fields.String(metadata={"description": "why the store cannot be read "
+                                                     "(when unavailable)"})
+
+
 class Purged(Schema):
     purged = fields.Integer(strict=True, required=True,
                             metadata={"example": 0, "description": "services removed"})
@@ -169,6 +181,11 @@ def _operation(op: Operation, plugin: MarshmallowPlugin) -> dict[str, Any]:
         document["requestBody"] = {"required": op.body_required,
                                    "content": _json(_ref(op.body.__name__))}
     responses = document["responses"]
+    if op.responses:
+        for code, description in sorted(op.responses.items()):
+            responses[str(code)] = {"description": description,
+                                    "content": _json(_ref(op.response))}
+        return document
     if op.status == 201:
         responses["201"] = {"description": "Created", "content": _json(_ref(op.response)),
                             "headers": {"Location": {"schema": {"type": "string"},
@@ -206,7 +223,7 @@ def build(operations: Iterable[Operation]) -> dict[str, Any]:
     spec.components.schema("Event", schema=events.Event)
     for name, schema in model.output_schemas().items():
         spec.components.schema(name, schema=schema)
-    for schema in (ServiceCreated, StateCreated, TaskCreated, Purged, Error):
+    for schema in (ServiceCreated, StateCreated, TaskCreated, Purged, Health, Error):
         spec.components.schema(schema.__name__, schema=schema)
 
     paths: dict[str, dict[str, Any]] = {}

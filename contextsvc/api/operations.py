@@ -29,7 +29,9 @@ from . import request as req
 from .query import Parser
 from .store import resolve_store
 
-ROLES = ("read", "write", "admin")
+# Who may call an operation (API.md 8.1): read, write and admin are the key roles;
+# public operations need no key at all (the health check a load balancer polls).
+ROLES = ("public", "read", "write", "admin")
 
 # bodies that are not a schema (attached data): any JSON value, or any JSON object.
 # Both are read as any JSON value; the rule that takes an object checks it.
@@ -56,6 +58,9 @@ class Operation:
     many: bool = False
     errors: tuple[int, ...] = ()
     defaults: dict[str, Any] = field(default_factory=dict)
+    # when given, every status the operation answers, with its description, each with
+    # the `response` schema (a status report answers its failure in its own shape)
+    responses: dict[int, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -76,9 +81,12 @@ class EmptyResponse(Response):
 
 
 class ApiBlueprint(Blueprint):
-    def __init__(self, name: str, import_name: str):
+    def __init__(self, name: str, import_name: str, *, store: bool = True):
+        """``store=False``: the views do not work on ``g.store`` (the health check
+        reaches the store itself, so that a store that fails is its answer)."""
         super().__init__(name, import_name)
-        self.before_request(resolve_store)  # every view works on g.store
+        if store:
+            self.before_request(resolve_store)  # every view works on g.store
         self.operations: list[Operation] = []
         self._views: dict[str, tuple[_Handling, Callable[..., Any]]] = {}
 
@@ -91,7 +99,8 @@ class ApiBlueprint(Blueprint):
                   body_required: bool = False,
                   query: type[Schema] | None = None, response: str | None = None,
                   many: bool = False, errors: tuple[int, ...] = (),
-                  defaults: dict[str, Any] | None = None, suffix: str = ""
+                  defaults: dict[str, Any] | None = None, suffix: str = "",
+                  responses: dict[int, str] | None = None
                   ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
         """Declare one operation of the decorated view (stack one per route).
         ``suffix`` tells apart the operation ids of several routes of one view."""
@@ -114,7 +123,7 @@ class ApiBlueprint(Blueprint):
             self.operations.append(Operation(
                 self.name, name, method, rule, name + suffix, summary, role, status, body,
                 body_required, query, response, many, errors,
-                dict(defaults or {})))
+                dict(defaults or {}), dict(responses or {})))
             options: dict[str, Any] = {"methods": [method]}
             if defaults:
                 options["defaults"] = defaults
