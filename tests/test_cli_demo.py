@@ -239,6 +239,18 @@ def test_the_lookups_printed_work(loaded):
     assert all("completed_states" in s and "active_tasks" in s for s in answer)
 
 
+def test_the_journey_pages_printed_are_served(loaded):
+    _, out, client = loaded
+    pages = re.search(r"or open the journey page: (\S+) and (\S+?)(?:;|$)", out["line"])
+    assert pages, out["line"]
+    assert pages.groups() == (
+        "http://127.0.0.1:8080/genesys/1/cs/journey?customer_id=ABC1234",
+        "http://127.0.0.1:8080/genesys/1/cs/journey?contact_key=408-555-0142")
+    for url in pages.groups():
+        r = client.get(url.removeprefix("http://127.0.0.1:8080"))
+        assert r.status_code == 200 and r.mimetype == "text/html"
+
+
 # ---------------------------------------------------------------- determinism, reruns
 def test_the_same_seed_gives_the_same_data_and_another_seed_other_data(tmp_path, loaded):
     _, out, client = loaded

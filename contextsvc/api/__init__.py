@@ -1,5 +1,5 @@
 """The HTTP layer: blueprints with their operations, request parsing, error
-rendering, the OpenAPI document and the docs page. It calls the domain
+rendering, the OpenAPI document, the docs page and the journey page. It calls the domain
 (:mod:`contextsvc.domain`) and the store; nothing below it imports it."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from typing import Any
 from flask import Flask, Response
 
 from ..domain.timed import Clock, utc_now
-from . import docs, errors, health, logs, maintenance, services, states, store, tasks
+from . import docs, errors, health, journey, logs, maintenance, services, states, store, tasks
 from .operations import ApiBlueprint, EmptyResponse
 from .request import IdConverter
 
@@ -33,7 +33,7 @@ def init_app(app: Flask, settings: dict[str, Any], clock: Clock = utc_now) -> No
     errors.register(app)
     logs.setup(app, settings["logging"]["level"])
     app.extensions["contextsvc.api"] = BLUEPRINTS
-    for bp in (*BLUEPRINTS, docs.bp):
+    for bp in (*BLUEPRINTS, docs.bp, journey.bp):
         for base in BASE_PATHS:
             app.register_blueprint(bp, url_prefix=base or None,
                                    name=bp.name if base else f"{bp.name}_root")

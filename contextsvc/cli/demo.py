@@ -60,7 +60,8 @@ happens after --now: journeys that would go on later are left active.
 Every service carries the attached data "{demo.MARKER}": true. A store that already
 holds the demo's journeys is refused unless --force is given, which adds them again.
 The store hands out the ids. Prints one line: what was loaded, and two lookups to
-try against a server on the same store (--url).""")
+try against a server on the same store (--url), with the API and on the journey
+page.""")
 @click.option("--seed", type=int, default=demo.DEFAULT_SEED, show_default=True,
               help="Seed of the varied journeys.")
 @click.option("--customers", type=click.IntRange(0, 10000), default=demo.DEFAULT_CUSTOMERS,
@@ -112,9 +113,12 @@ def _summary(docs: list[dict[str, Any]], url: str, ctx: Context,
                f"/services?{nested}'",
                f"curl -s '{base}/services/anonymous/{quote(demo.WAITING_CONTACT_KEY, safe='')}"
                f"/active?active_states=true'")
+    pages = (f"{base}/journey?customer_id={quote(demo.WIRELESS_CUSTOMER, safe='')}",
+             f"{base}/journey?contact_key={quote(demo.WAITING_CONTACT_KEY, safe='')}")
     line = (f"loaded {len(docs)} services ({active} active) of {len(customers)} customers "
             f"and {anonymous} anonymous services, ids {min(ids)} to {max(ids)}; "
-            f"try {lookups[0]} and {lookups[1]}")
+            f"try {lookups[0]} and {lookups[1]}, or open the journey page: {pages[0]} "
+            f"and {pages[1]}")
     gone = _lifecycle(docs, policy, ctx)
     return f"{line}; {gone}" if gone else line
 
