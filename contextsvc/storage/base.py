@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 Doc = dict[str, Any]
@@ -67,6 +68,18 @@ class Selection:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+@dataclass(frozen=True)
+class StoreStats:
+    """What a store holds (:meth:`ServiceStore.stats`, and ``contextsvc check``)."""
+
+    services: int     # services stored (deleted ones not counted)
+    bytes: int        # bytes the stored records take (a data file's reserved padding left out)
+    reclaimable: int  # of those, what a compaction would free now: old versions, deleted services
+
+
+Progress = Callable[[int, int], None]  # (done, total): called as a long operation advances
 
 
 class ServiceStore(Protocol):
@@ -136,6 +149,28 @@ class ServiceStore(Protocol):
         """Reclaim the space of old versions and removed services now; with
         ``above``, only when what is stored exceeds ``above`` times the live data
         (housekeeping reclaims after large removals). Returns whether it did."""
+
+    def stats(self) -> StoreStats:
+        """How many services there are, the bytes their records take, and how many of
+        those bytes a compaction would free now (old versions, deleted services):
+        right after :meth:`compact`, ``reclaimable`` is 0. One unit of work that
+        writes nothing."""
+
+    def backup(self, dest: str, overwrite: bool = False,
+               progress: Progress | None = None) -> StoreStats:
+        """Write a copy of the store as it is now to the file ``dest``, in the file
+        engine's format: a data file that a server can start on, holding every write
+        acknowledged before the call (none made after it).
+
+        Writers wait only while the point of the copy is fixed, not while it is
+        written, and nothing done to the store meanwhile (writes, compactions) can
+        tear the copy. The copy is written under a temporary name beside ``dest``,
+        flushed to disk, then renamed to ``dest`` (and the directory flushed): a
+        backup that fails or is interrupted leaves no file at ``dest`` and leaves one
+        that was there untouched. An existing ``dest`` raises ``FileExistsError``
+        unless ``overwrite``; a copy that cannot be written raises ``StoreFailure``.
+        ``progress(bytes written, bytes to write)`` is called as the copy is
+        written. Returns the figures of the copy."""
 
     def close(self) -> None:
         """Release files and connections."""
