@@ -35,7 +35,9 @@ class Failure(click.ClickException):
     exit_code = FAILURE
 
     def show(self, file: Any = None) -> None:
-        click.echo(f"contextsvc: error: {self.format_message()}", err=True)
+        # one line, whatever the message (configparser's span several)
+        lines = (line.strip() for line in self.format_message().splitlines())
+        click.echo(f"contextsvc: error: {'; '.join(line for line in lines if line)}", err=True)
 
 
 class Group(click.Group):
