@@ -102,6 +102,8 @@ def test_check_names_the_damage_in_one_line_and_changes_nothing(tmp_path, damage
     data, lock = path.read_bytes(), (tmp_path / "db.json.lock").read_bytes()
     line = one_line_failure(contextsvc("check", path=path))
     assert str(path) in line and says in line, line
+    line = one_line_failure(contextsvc("backup", str(tmp_path / "copy.json"), path=path))
+    assert str(path) in line and says in line, line  # no backup of a damaged store
     assert path.read_bytes() == data and (tmp_path / "db.json.lock").read_bytes() == lock
     assert sorted(os.listdir(tmp_path)) == ["db.json", "db.json.lock"]
 

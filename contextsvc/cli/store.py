@@ -13,7 +13,7 @@ from typing import Any
 
 import click
 
-from ..storage import check_store
+from ..storage import backup_store, check_store
 from ..storage.base import Progress
 from . import Context, Failure, main, pass_context, progress
 
@@ -81,9 +81,10 @@ def backup(ctx: Context, dest: str, force: bool) -> None:
         raise Failure(f"{dest} is a file of the store itself; back up to another name")
     if os.path.lexists(target) and not force:
         raise Failure(f"{dest} exists; use --force to replace it")
-    with ctx.store() as store, meter("backup") as report:
+    with meter("backup") as report:
         try:
-            stats = store.backup(target, overwrite=force, progress=report)
+            stats = backup_store(ctx.settings, target, overwrite=force, path=path,
+                                 progress=report)
         except FileExistsError:
             raise Failure(f"{dest} exists; use --force to replace it") from None
     click.echo(f"backup: {target}\nservices: {stats.services}\nbytes: {stats.bytes}")
@@ -133,11 +134,11 @@ def compact(ctx: Context) -> None:
 
     Rewrites the data file with only the newest version of each service, as a
     server does by itself once old versions outweigh the live data ([storage]
-    compact_ratio and compact_min_bytes). Servers go on using the store; the
-    rewrite is one unit of work, which their requests wait for (one that waits
-    longer than [storage] lock_timeout answers 503 and may be retried), so on a
-    large store prefer a quiet moment. Nothing is rewritten when nothing can be
-    reclaimed.
+    compact_ratio and compact_min_bytes). Servers go on using the store; reading
+    it (as a starting worker does) and rewriting it are units of work that their
+    requests wait for, a few seconds per 100 MB (one that waits longer than
+    [storage] lock_timeout answers 503 and may be retried), so on a large store
+    prefer a quiet moment. Nothing is rewritten when nothing can be reclaimed.
 
     Prints the services, and the bytes the records take before and after (see
     `contextsvc check`). File engine only.

@@ -165,12 +165,14 @@ class ServiceStore(Protocol):
         Writers wait only while the point of the copy is fixed, not while it is
         written, and nothing done to the store meanwhile (writes, compactions) can
         tear the copy. The copy is written under a temporary name beside ``dest``,
-        flushed to disk, then renamed to ``dest`` (and the directory flushed): a
-        backup that fails or is interrupted leaves no file at ``dest`` and leaves one
-        that was there untouched. An existing ``dest`` raises ``FileExistsError``
-        unless ``overwrite``; a copy that cannot be written raises ``StoreFailure``.
-        ``progress(bytes written, bytes to write)`` is called as the copy is
-        written. Returns the figures of the copy."""
+        flushed to disk, verified as ``contextsvc check`` verifies a store, then
+        renamed to ``dest`` (and the directory flushed): a backup that fails or is
+        interrupted leaves no file at ``dest`` and leaves one that was there
+        untouched. An existing ``dest`` raises ``FileExistsError`` unless
+        ``overwrite``; a copy that cannot be written raises ``StoreFailure``, one
+        that is not sound ``StoreCorrupt``. ``progress(done, total)`` is called as
+        the copy is written and verified. Returns the figures of the copy (for a
+        file store, the store's own: the copy holds its records as they were)."""
 
     def close(self) -> None:
         """Release files and connections."""

@@ -360,8 +360,8 @@ class LogStore:
     def backup(self, dest: str, overwrite: bool = False,
                progress: Progress | None = None) -> StoreStats:
         """Copy the store to ``dest`` (see the contract). Only fixing the point of the
-        copy happens under the shared lock; the copy is written after it is
-        released. Returns the figures of the store at that point."""
+        copy happens under the shared lock; the copy is written, and verified,
+        after it is released."""
         def live() -> Iterator[tuple[int, Location]]:  # read, under the lock, by engines
             rows = self._rows                           # that have no file to copy
             for sid in sorted(rows):
@@ -369,13 +369,11 @@ class LogStore:
 
         with self._turn(), self.engine.locked(False):
             self._sync()
-            stats = self._stats()
             image = self.engine.image(live(), self._last_id)
         try:
-            image.save(dest, overwrite, progress)
+            return image.save(dest, overwrite, progress)
         finally:
             image.close()
-        return stats
 
 
 def _discard(index: dict[str, set[int]], key: str, sid: int) -> None:

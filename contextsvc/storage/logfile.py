@@ -44,7 +44,7 @@ import struct
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
-from typing import Any
+from typing import Any, TypeVar
 
 from ..errors import StoreBusy, StoreCorrupt, StoreFailure, StoreReplaced
 from .base import Progress, StoreStats
@@ -65,6 +65,7 @@ _READ_ONLY = (errno.EROFS, errno.EACCES, errno.EPERM)
 # restored in place from one nobody wrote to since; this tells it.
 _LAST_WRITE = struct.Struct("<QQ")
 _BLANK = b" \t\r\n\x00"  # what may follow the trailer: padding, or zeroes left by a crash
+T = TypeVar("T")
 
 def _padding(size: int) -> bytes:
     return b" " * (size - 1) + b"\n" if size > 0 else b""
@@ -572,7 +573,7 @@ class LogFile:
         data file (writes go after them; a compaction puts a new file in place and
         this descriptor keeps the old one), so copying them later still gives the
         file of this moment. (``live`` is for engines that hold no such file.)"""
-        return _FileImage(os.dup(self._fd), self._end)
+        return _FileImage(os.dup(self._fd), self._end, self.path)
 
     def audit(self, progress: Progress | None = None) -> tuple[StoreStats, list[str]]:
         """Verify the data file as it is now and return its figures, with notes on
@@ -588,19 +589,37 @@ class LogFile:
         contextsvc store, a record that does not parse, is not the service it is
         filed under or is indexed other than it reads, anything but padding after
         the end, records cut off."""
+        with self._reading_lock():
+            notes = self._audit_end()
+        return self._audit_records(progress), notes
+
+    def backup(self, dest: str, overwrite: bool = False,
+               progress: Progress | None = None) -> StoreStats:
+        """:meth:`ServiceStore.backup <contextsvc.storage.base.ServiceStore.backup>`
+        of the data file, without opening a store on it (which reads the whole file
+        under the exclusive lock): the shared lock is held only while the end of
+        the records is found, as :meth:`audit` finds it, and nothing is written
+        but the copy. A damaged file raises :class:`StoreCorrupt`."""
+        with self._reading_lock():
+            self._audit_end()
+            image = _FileImage(os.dup(self._fd), self._end, self.path)
+        try:
+            return image.save(dest, overwrite, progress)
+        finally:
+            image.close()
+
+    def _reading_lock(self) -> AbstractContextManager[None]:
+        """The shared lock, taken through a lock file opened for reading only; none
+        when there is no lock file (no process has opened the store)."""
         try:
             self._lock_fd = os.open(self.lock_path, os.O_RDONLY | os.O_CLOEXEC)
         except FileNotFoundError:
-            lock: AbstractContextManager[None] = nullcontext()  # nobody opened the store
+            return nullcontext()
         except OSError as exc:
             raise StoreFailure(f"cannot open {self.lock_path}: {exc.strerror}") from None
-        else:
-            st = os.fstat(self._lock_fd)
-            self._lock_id = (st.st_dev, st.st_ino)
-            lock = self.locked(False)
-        with lock:
-            notes = self._audit_end()
-        return self._audit_records(progress), notes
+        st = os.fstat(self._lock_fd)
+        self._lock_id = (st.st_dev, st.st_ino)
+        return self.locked(False)
 
     def _audit_end(self) -> list[str]:
         """Under the lock: find where the records end (``_end``) and check what
@@ -718,30 +737,35 @@ class _FileImage:
     """The first ``end`` bytes of a data file, through a descriptor of its own: the
     records as they were when the image was taken."""
 
-    def __init__(self, fd: int, end: int):
-        self._fd, self.end = fd, end
+    def __init__(self, fd: int, end: int, source: str):
+        self._fd, self.end, self.source = fd, end, source
 
     def save(self, dest: str, overwrite: bool = False, progress: Progress | None = None
-             ) -> None:
-        """Write the records and a trailer to ``dest`` (see :func:`write_copy`)."""
+             ) -> StoreStats:
+        """Write the records and a trailer to ``dest``, verified (see
+        :func:`write_copy`); returns the figures of the copy."""
+        end = self.end
 
-        def fill(tmp: str) -> None:
+        def fill(tmp: str) -> StoreStats:
             with open(tmp, "xb") as out:
                 done = 0
-                while done < self.end:
-                    chunk = os.pread(self._fd, min(1 << 20, self.end - done), done)
+                while done < end:
+                    chunk = os.pread(self._fd, min(1 << 20, end - done), done)
                     if not chunk:
                         raise StoreFailure(f"the data file ended at byte {done}, before the "
-                                           f"end of its records (byte {self.end})")
+                                           f"end of its records (byte {end})")
                     out.write(chunk)
                     done += len(chunk)
                     if progress is not None:
-                        progress(done, self.end)
+                        progress(done, 2 * end)  # then as much again to verify it
                 out.write(TRAILER)  # no padding: a server that starts on it adds some
                 out.flush()
                 os.fsync(out.fileno())
+            return verify_copy(tmp, None if progress is None
+                               else lambda done, total: progress(end + done, end + total),
+                               self.source)
 
-        write_copy(dest, overwrite, fill)
+        return write_copy(dest, overwrite, fill)
 
     def close(self) -> None:
         if self._fd >= 0:
@@ -749,20 +773,35 @@ class _FileImage:
             self._fd = -1
 
 
-def write_copy(dest: str, overwrite: bool, fill: Callable[[str], None]) -> None:
+def verify_copy(path: str, progress: Progress | None = None, source: str | None = None
+                ) -> StoreStats:
+    """Check a copy before it is put in place (:meth:`LogFile.audit`): what a
+    backup puts at its destination is a store ``contextsvc check`` accepts. A copy
+    of a data file's bytes is damaged where the file is: ``source`` names it."""
+    engine = LogFile(path)
+    try:
+        return engine.audit(progress)[0]
+    except StoreCorrupt as exc:
+        raise StoreCorrupt(exc.message.replace(path, source or "the copy")
+                           + " (no copy was kept)") from None
+    finally:
+        engine.close()
+
+
+def write_copy(dest: str, overwrite: bool, fill: Callable[[str], T]) -> T:
     """Make the file ``dest`` whole or not at all: ``fill(tmp)`` writes it, flushed,
     under a temporary name beside ``dest``, which is then renamed to ``dest`` and
     the directory flushed. When anything fails or interrupts it, the temporary
     file is removed and ``dest`` is as it was. Without ``overwrite`` an existing
     ``dest`` raises ``FileExistsError`` (also one that appears meanwhile: the
-    rename does not replace it)."""
+    rename does not replace it). Returns what ``fill`` returns."""
     dest = os.path.abspath(dest)
     if not overwrite and os.path.lexists(dest):
         raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), dest)
     folder, name = os.path.split(dest)
     tmp = os.path.join(folder, f".{name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
     try:
-        fill(tmp)
+        result = fill(tmp)
         if overwrite:
             os.replace(tmp, dest)
         else:
@@ -778,6 +817,7 @@ def write_copy(dest: str, overwrite: bool, fill: Callable[[str], None]) -> None:
                                + (" (disk full)" if exc.errno == errno.ENOSPC else "")
                                ) from None
         raise
+    return result
 
 
 def _place(tmp: str, dest: str) -> None:

@@ -10,7 +10,8 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from .base import Progress
+from .base import Progress, StoreStats
+from .logfile import LogFile, verify_copy, write_copy
 from .records import TOMBSTONE, Location, Record, decode
 
 
@@ -100,19 +101,16 @@ class _Image:
         self.docs, self.last_id = docs, last_id
 
     def save(self, dest: str, overwrite: bool = False, progress: Progress | None = None
-             ) -> None:
-        from .logfile import LogFile, write_copy
-
-        def fill(tmp: str) -> None:
+             ) -> StoreStats:
+        def fill(tmp: str) -> StoreStats:
             engine = LogFile(tmp)  # its own compaction writes a whole data file
             try:
                 engine.rewrite(iter(self.docs), self.last_id)
-                if progress is not None:
-                    progress(engine.size(), engine.size())
             finally:
                 engine.close()
+            return verify_copy(tmp, progress)
 
-        write_copy(dest, overwrite, fill)
+        return write_copy(dest, overwrite, fill)
 
     def close(self) -> None:
         pass

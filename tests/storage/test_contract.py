@@ -358,7 +358,9 @@ def test_a_backup_is_a_file_store_holding_the_store_as_it_was(opener, tmp_path):
     store.delete_service(last)  # the highest id handed out: the copy must not reuse it
     expected = list(store.scan())
     stats = store.backup(str(tmp_path / "backup.json"))
-    assert stats == store.stats() and stats.services == len(expected) == 8
+    assert stats.services == len(expected) == 8
+    if opener.engine == "file":  # a copy of its records as they are
+        assert stats == store.stats()
     create(store, "C0", n="after")  # after the backup: not in it
     store.update_service(sids[0], lambda doc: doc.update(n="after"))
 
@@ -412,7 +414,7 @@ def test_writes_and_compactions_during_a_backup_do_not_reach_the_copy(opener, tm
             other.compact()
 
     store.backup(str(tmp_path / "backup.json"), progress=meanwhile)
-    assert changed == [opener.engine in PERSISTENT]  # the file engine copies it in steps
+    assert changed == [True]  # the callback came while the copy was being made
     copy = copy_store(tmp_path / "backup.json")
     try:
         assert list(copy.scan()) == expected
