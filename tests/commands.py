@@ -43,7 +43,9 @@ def one_line_failure(result: subprocess.CompletedProcess) -> str:
 
 
 def client(path, **storage):
-    return create_app({"storage": {"path": str(path), **storage}}).test_client()
+    # no sweep in the test's process: the tests damage and replace files under it
+    return create_app({"storage": {"path": str(path), **storage},
+                       "lifecycle": {"sweep_interval": "1d"}}).test_client()
 
 
 def fill(path, starts: int, updates: int, pad: int = 50) -> list[int]:
