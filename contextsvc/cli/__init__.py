@@ -35,7 +35,9 @@ class Failure(click.ClickException):
     exit_code = FAILURE
 
     def show(self, file: Any = None) -> None:
-        click.echo(f"contextsvc: error: {self.format_message()}", err=True)
+        # one line, whatever the message (configparser's span several)
+        lines = (line.strip() for line in self.format_message().splitlines())
+        click.echo(f"contextsvc: error: {'; '.join(line for line in lines if line)}", err=True)
 
 
 class Group(click.Group):
@@ -97,7 +99,9 @@ def main(ctx: click.Context) -> None:
 
 
 def progress(items: Any, length: int | None = None, label: str = "") -> Any:
-    """A progress bar on stderr when it is a terminal; nothing when piped."""
+    """A progress bar on stderr when it is a terminal; nothing when piped. Use it
+    as a context manager: it gives ``items`` to iterate, or, with ``items`` None, a
+    bar whose ``update(n)`` tells that ``n`` more of ``length`` are done."""
     if not sys.stderr.isatty():
         return _Silent(items)
     return click.progressbar(items, length=length, label=label, file=sys.stderr)
@@ -108,10 +112,13 @@ class _Silent:
         self.items = items
 
     def __enter__(self) -> Any:
-        return self.items
+        return self if self.items is None else self.items
 
     def __exit__(self, *exc: object) -> None:
         return None
+
+    def update(self, n_steps: int, current_item: Any = None) -> None:
+        return None  # as click's bar, for counts reported rather than iterated
 
 
 def _register() -> None:

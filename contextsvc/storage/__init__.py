@@ -10,16 +10,18 @@ to the ``store`` fixture of ``tests/storage/test_contract.py``.
 
 from __future__ import annotations
 
+import errno
+import os
 from typing import Any
 
-from .base import Selection, ServiceStore
+from .base import Progress, Selection, ServiceStore, StoreStats
 from .log import LogStore
 from .logfile import LogFile
 from .memory import MemoryLog
 from .tinydbfiles import tinydb_snapshot
 
 __all__ = ["ENGINES", "LogFile", "LogStore", "MemoryLog", "Selection", "ServiceStore",
-           "open_store", "tinydb_snapshot"]
+           "StoreStats", "backup_store", "check_store", "open_store", "tinydb_snapshot"]
 
 ENGINES = ("file", "memory")
 
@@ -37,3 +39,42 @@ def open_store(settings: dict[str, Any], path: str | None = None) -> ServiceStor
                     compact_ratio=storage["compact_ratio"],
                     max_service_bytes=settings["limits"]["max_service_bytes"],
                     lock_timeout=storage["lock_timeout"])
+
+
+def check_store(settings: dict[str, Any], path: str | None = None,
+                progress: Progress | None = None) -> tuple[StoreStats, list[str]]:
+    """Verify the data file of the file engine that the settings (or ``path``) name,
+    and return its figures, with notes on what a server repairs by itself (a write
+    interrupted by a crash). Raises ``StoreCorrupt`` naming the damage, and
+    ``FileNotFoundError`` when there is no file.
+
+    It does not open the store: opening may write (a server converts a plain TinyDB
+    file, blanks a torn write, notes where the records end), and this writes
+    nothing at all, so it also works on a file it may not write, while servers use
+    it (see :meth:`LogFile.audit`)."""
+    path = os.path.abspath(path or settings["storage"]["path"])
+    if not os.path.isfile(path):
+        raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), path)
+    engine = LogFile(path, lock_timeout=settings["storage"]["lock_timeout"])
+    try:
+        return engine.audit(progress)
+    finally:
+        engine.close()
+
+
+def backup_store(settings: dict[str, Any], dest: str, overwrite: bool = False,
+                 path: str | None = None, progress: Progress | None = None) -> StoreStats:
+    """Back up the data file of the file engine that the settings (or ``path``) name
+    to ``dest``, as :meth:`ServiceStore.backup` does, without opening the store:
+    opening reads the whole file under the exclusive lock, which holds up every
+    request of a large store for as long; this holds the shared lock only while it
+    finds where the records end (see :meth:`LogFile.backup`). Returns the figures
+    of the copy. Raises ``FileNotFoundError`` when there is no file."""
+    path = os.path.abspath(path or settings["storage"]["path"])
+    if not os.path.isfile(path):
+        raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), path)
+    engine = LogFile(path, lock_timeout=settings["storage"]["lock_timeout"])
+    try:
+        return engine.backup(dest, overwrite, progress)
+    finally:
+        engine.close()

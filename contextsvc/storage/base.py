@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 Doc = dict[str, Any]
@@ -67,6 +68,18 @@ class Selection:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+@dataclass(frozen=True)
+class StoreStats:
+    """What a store holds (:meth:`ServiceStore.stats`, and ``contextsvc check``)."""
+
+    services: int     # services stored (deleted ones not counted)
+    bytes: int        # bytes the stored records take (a data file's reserved padding left out)
+    reclaimable: int  # of those, what a compaction would free now: old versions, deleted services
+
+
+Progress = Callable[[int, int], None]  # (done, total): called as a long operation advances
 
 
 class ServiceStore(Protocol):
@@ -146,6 +159,30 @@ class ServiceStore(Protocol):
         (``[storage] compact_min_bytes`` and ``compact_ratio`` for the file engine).
         Writes never compact by themselves: housekeeping calls this, in the
         background, every few seconds. Returns whether it compacted."""
+
+    def stats(self) -> StoreStats:
+        """How many services there are, the bytes their records take, and how many of
+        those bytes a compaction would free now (old versions, deleted services):
+        right after :meth:`compact`, ``reclaimable`` is 0. One unit of work that
+        writes nothing."""
+
+    def backup(self, dest: str, overwrite: bool = False,
+               progress: Progress | None = None) -> StoreStats:
+        """Write a copy of the store as it is now to the file ``dest``, in the file
+        engine's format: a data file that a server can start on, holding every write
+        acknowledged before the call (none made after it).
+
+        Writers wait only while the point of the copy is fixed, not while it is
+        written, and nothing done to the store meanwhile (writes, compactions) can
+        tear the copy. The copy is written under a temporary name beside ``dest``,
+        flushed to disk, verified as ``contextsvc check`` verifies a store, then
+        renamed to ``dest`` (and the directory flushed): a backup that fails or is
+        interrupted leaves no file at ``dest`` and leaves one that was there
+        untouched. An existing ``dest`` raises ``FileExistsError`` unless
+        ``overwrite``; a copy that cannot be written raises ``StoreFailure``, one
+        that is not sound ``StoreCorrupt``. ``progress(done, total)`` is called as
+        the copy is written and verified. Returns the figures of the copy (for a
+        file store, the store's own: the copy holds its records as they were)."""
 
     def close(self) -> None:
         """Release files and connections."""

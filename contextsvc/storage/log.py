@@ -29,7 +29,7 @@ from ..errors import (
     StoreReplaced,
     TooLarge,
 )
-from .base import MAX_SERVICE_ID, ON_CONFLICT, Doc, Selection, T
+from .base import MAX_SERVICE_ID, ON_CONFLICT, Doc, Progress, Selection, StoreStats, T
 from .logfile import LogFile
 from .memory import MemoryLog
 from .records import Keys, Location, encode, index_keys
@@ -356,6 +356,36 @@ class LogStore:
         close = getattr(self.engine, "close", None)
         if close:
             close()
+
+    # ----------------------------------------------------------------- backup and figures
+    def stats(self) -> StoreStats:
+        with self._turn(), self.engine.locked(False):
+            self._sync()
+            return self._stats()
+
+    def _stats(self) -> StoreStats:
+        size = self.engine.size()
+        packed = self.engine.packed_size(
+            ((sid, row.loc[1]) for sid, row in self._rows.items()), self._last_id)
+        return StoreStats(len(self._rows), size, max(0, size - packed))
+
+    def backup(self, dest: str, overwrite: bool = False,
+               progress: Progress | None = None) -> StoreStats:
+        """Copy the store to ``dest`` (see the contract). Only fixing the point of the
+        copy happens under the shared lock; the copy is written, and verified,
+        after it is released."""
+        def live() -> Iterator[tuple[int, Location]]:  # read, under the lock, by engines
+            rows = self._rows                           # that have no file to copy
+            for sid in sorted(rows):
+                yield sid, rows[sid].loc
+
+        with self._turn(), self.engine.locked(False):
+            self._sync()
+            image = self.engine.image(live(), self._last_id)
+        try:
+            return image.save(dest, overwrite, progress)
+        finally:
+            image.close()
 
 
 def _discard(index: dict[str, set[int]], key: str, sid: int) -> None:

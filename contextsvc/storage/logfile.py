@@ -39,14 +39,16 @@ import json
 import logging
 import os
 import re
+import secrets
 import struct
 import time
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
-from typing import Any
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from typing import Any, TypeVar
 
 from ..errors import StoreBusy, StoreCorrupt, StoreFailure, StoreReplaced
-from .records import TOMBSTONE, Location, Record, decode, keys_at
+from .base import Progress, StoreStats
+from .records import TOMBSTONE, Location, Record, decode, index_keys, keys_at
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +65,7 @@ _READ_ONLY = (errno.EROFS, errno.EACCES, errno.EPERM)
 # restored in place from one nobody wrote to since; this tells it.
 _LAST_WRITE = struct.Struct("<QQ")
 _BLANK = b" \t\r\n\x00"  # what may follow the trailer: padding, or zeroes left by a crash
+T = TypeVar("T")
 
 def _padding(size: int) -> bytes:
     return b" " * (size - 1) + b"\n" if size > 0 else b""
@@ -559,6 +562,141 @@ class LogFile:
             raise StoreFailure(f"cannot write {self.path}: {exc.strerror}") from None
         return locations, offset, count, offset + len(TRAILER) + pad
 
+    # ------------------------------------------------------------------ backup and check
+    def packed_size(self, rows: Iterable[tuple[int, int]], last_id: int) -> int:
+        """What :meth:`size` would be after a compaction that keeps ``rows``."""
+        return packed_size(rows, last_id)
+
+    def image(self, live: Iterable[tuple[int, Location]], last_id: int) -> _FileImage:
+        """Under a lock, after :meth:`changes`: the file as it is now, to be copied
+        after the lock is released. The bytes before the trailer never change in a
+        data file (writes go after them; a compaction puts a new file in place and
+        this descriptor keeps the old one), so copying them later still gives the
+        file of this moment. (``live`` is for engines that hold no such file.)"""
+        return _FileImage(os.dup(self._fd), self._end, self.path)
+
+    def audit(self, progress: Progress | None = None) -> tuple[StoreStats, list[str]]:
+        """Verify the data file as it is now and return its figures, with notes on
+        what a server would repair by itself. Writes nothing, not even the lock
+        file (a missing one is not created): it works on a file this process may
+        not write, and while servers use the file.
+
+        Under the shared lock it reads the file as a process does at start (for a
+        file in use, the lock file tells where its records end, so the records are
+        not read under the lock); then, with the lock released, it parses every
+        record in full, the bytes before the end never changing. Raises
+        :class:`StoreCorrupt` naming the first damage: a file that is not a
+        contextsvc store, a record that does not parse, is not the service it is
+        filed under or is indexed other than it reads, anything but padding after
+        the end, records cut off."""
+        with self._reading_lock():
+            notes = self._audit_end()
+        return self._audit_records(progress), notes
+
+    def backup(self, dest: str, overwrite: bool = False,
+               progress: Progress | None = None) -> StoreStats:
+        """:meth:`ServiceStore.backup <contextsvc.storage.base.ServiceStore.backup>`
+        of the data file, without opening a store on it (which reads the whole file
+        under the exclusive lock): the shared lock is held only while the end of
+        the records is found, as :meth:`audit` finds it, and nothing is written
+        but the copy. A damaged file raises :class:`StoreCorrupt`."""
+        with self._reading_lock():
+            self._audit_end()
+            image = _FileImage(os.dup(self._fd), self._end, self.path)
+        try:
+            return image.save(dest, overwrite, progress)
+        finally:
+            image.close()
+
+    def _reading_lock(self) -> AbstractContextManager[None]:
+        """The shared lock, taken through a lock file opened for reading only; none
+        when there is no lock file (no process has opened the store)."""
+        try:
+            self._lock_fd = os.open(self.lock_path, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return nullcontext()
+        except OSError as exc:
+            raise StoreFailure(f"cannot open {self.lock_path}: {exc.strerror}") from None
+        st = os.fstat(self._lock_fd)
+        self._lock_id = (st.st_dev, st.st_ino)
+        return self.locked(False)
+
+    def _audit_end(self) -> list[str]:
+        """Under the lock: find where the records end (``_end``) and check what
+        follows them."""
+        try:
+            self._fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError as exc:
+            raise StoreFailure(f"cannot read {self.path}: {exc.strerror}") from None
+        st = os.fstat(self._fd)
+        self._ino, self._cap = st.st_ino, st.st_size
+        if not st.st_size:
+            raise StoreCorrupt(f"{self.path} is empty: it holds no store")
+        self._header = self._read_header()
+        raw = os.pread(self._lock_fd, _LAST_WRITE.size, 0) if self._lock_fd >= 0 else b""
+        ino, last_end = _LAST_WRITE.unpack(raw) if len(raw) == _LAST_WRITE.size else (0, 0)
+        noted = last_end if ino == self._ino and last_end >= len(self._header) else None
+        if noted is not None and os.pread(self._fd, len(TRAILER), noted) == TRAILER:
+            self._end = noted  # where the last writer left the trailer
+            self._check_padding(noted + len(TRAILER))
+            return []
+        for _ in self._scan(len(self._header), whole=True):
+            pass
+        end = self._end
+        if os.pread(self._fd, len(TRAILER), end) == TRAILER:
+            if noted is not None and noted > end:
+                return [f"{self.lock_path} records a last write ending at byte {noted}, "
+                        f"after the end of the records (byte {end}): an older copy of the "
+                        "file was put in its place; servers that used the file before refuse "
+                        "it until they are restarted"]
+            return []
+        if noted is None or noted > end:
+            cut = f"; its last write ended at byte {noted}" if noted else ""
+            raise StoreCorrupt(f"{self.path} is damaged: its records stop in the middle of a "
+                               f"record at byte {end} (cut short or written over{cut})")
+        return [f"a write interrupted by a crash follows the last record, at byte {end}: it "
+                "was never acknowledged, and the next write blanks it"]
+
+    def _audit_records(self, progress: Progress | None) -> StoreStats:
+        """Without the lock: parse each record before ``_end`` in full."""
+        end, start = self._end, len(self._header)
+        live: dict[int, int] = {}
+        last_id, count, shown = self.last_id, 0, 0
+        for offset, line in self._lines(start):
+            if offset >= end:
+                break
+            where = f"{self.path} is damaged at byte {offset}"
+            record = self._parse(line, offset)
+            if record is None or offset + len(line) > end:
+                raise StoreCorrupt(f"{where}: not a record of the store")
+            if line.startswith(b",") != (count > 0):
+                raise StoreCorrupt(f"{where}: a comma is {'missing' if count else 'extra'} "
+                                   "before the record (the file is not valid JSON)")
+            sid, loc, keys = record
+            try:
+                doc = json.loads(line[loc[0] - offset:-1], parse_constant=_not_json)
+            except ValueError as exc:  # UnicodeDecodeError included
+                raise StoreCorrupt(f"{where}: the record of service {sid} is not JSON ({exc})"
+                                   ) from None
+            if keys is None:
+                live.pop(sid, None)
+            else:
+                got = doc.get("service_id") if isinstance(doc, dict) else None
+                if isinstance(got, bool) or got != sid:
+                    raise StoreCorrupt(f"{where}: the record filed under service {sid} is not "
+                                       "that service's document")
+                if keys != tuple(v if isinstance(v, str) else None for v in index_keys(doc)):
+                    raise StoreCorrupt(f"{where}: the record of service {sid} is indexed under "
+                                       "other keys than it holds (customer_id, contact_key, due)")
+                live[sid] = loc[1]
+            last_id, count = max(last_id, sid), count + 1
+            if progress is not None and offset - shown >= 1 << 20:
+                progress(offset, end)
+                shown = offset
+        if progress is not None:
+            progress(end, end)
+        return StoreStats(len(live), end, max(0, end - packed_size(live.items(), last_id)))
+
 
 class _Reader:
     """Reads records through its own descriptor: a compaction that replaces the
@@ -577,3 +715,123 @@ class _Reader:
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
+
+
+def packed_size(rows: Iterable[tuple[int, int]], last_id: int) -> int:
+    """The bytes of records (header included) of a data file holding just ``rows``
+    (service id, length of its document), as a compaction writes it: each record is
+    ``,"<id>": <document>`` and a newline, the first without the comma."""
+    meta = json.dumps({"1": {"format": FORMAT, "last_service_id": last_id}})
+    size, count = len(HEADER_START) + len(meta) + len(HEADER_END), 0
+    for sid, length in rows:
+        size += len(str(sid)) + 6 + length
+        count += 1
+    return size - 1 if count else size
+
+
+def _not_json(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON value")
+
+
+class _FileImage:
+    """The first ``end`` bytes of a data file, through a descriptor of its own: the
+    records as they were when the image was taken."""
+
+    def __init__(self, fd: int, end: int, source: str):
+        self._fd, self.end, self.source = fd, end, source
+
+    def save(self, dest: str, overwrite: bool = False, progress: Progress | None = None
+             ) -> StoreStats:
+        """Write the records and a trailer to ``dest``, verified (see
+        :func:`write_copy`); returns the figures of the copy."""
+        end = self.end
+
+        def fill(tmp: str) -> StoreStats:
+            with open(tmp, "xb") as out:
+                done = 0
+                while done < end:
+                    chunk = os.pread(self._fd, min(1 << 20, end - done), done)
+                    if not chunk:
+                        raise StoreFailure(f"the data file ended at byte {done}, before the "
+                                           f"end of its records (byte {end})")
+                    out.write(chunk)
+                    done += len(chunk)
+                    if progress is not None:
+                        progress(done, 2 * end)  # then as much again to verify it
+                out.write(TRAILER)  # no padding: a server that starts on it adds some
+                out.flush()
+                os.fsync(out.fileno())
+            return verify_copy(tmp, None if progress is None
+                               else lambda done, total: progress(end + done, end + total),
+                               self.source)
+
+        return write_copy(dest, overwrite, fill)
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+
+def verify_copy(path: str, progress: Progress | None = None, source: str | None = None
+                ) -> StoreStats:
+    """Check a copy before it is put in place (:meth:`LogFile.audit`): what a
+    backup puts at its destination is a store ``contextsvc check`` accepts. A copy
+    of a data file's bytes is damaged where the file is: ``source`` names it."""
+    engine = LogFile(path)
+    try:
+        return engine.audit(progress)[0]
+    except StoreCorrupt as exc:
+        raise StoreCorrupt(exc.message.replace(path, source or "the copy")
+                           + " (no copy was kept)") from None
+    finally:
+        engine.close()
+
+
+def write_copy(dest: str, overwrite: bool, fill: Callable[[str], T]) -> T:
+    """Make the file ``dest`` whole or not at all: ``fill(tmp)`` writes it, flushed,
+    under a temporary name beside ``dest``, which is then renamed to ``dest`` and
+    the directory flushed. When anything fails or interrupts it, the temporary
+    file is removed and ``dest`` is as it was. Without ``overwrite`` an existing
+    ``dest`` raises ``FileExistsError`` (also one that appears meanwhile: the
+    rename does not replace it). Returns what ``fill`` returns."""
+    dest = os.path.abspath(dest)
+    if not overwrite and os.path.lexists(dest):
+        raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), dest)
+    folder, name = os.path.split(dest)
+    tmp = os.path.join(folder, f".{name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
+    try:
+        result = fill(tmp)
+        if overwrite:
+            os.replace(tmp, dest)
+        else:
+            _place(tmp, dest)
+        _fsync_dir(dest)
+    except BaseException as exc:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        if isinstance(exc, OSError) and not isinstance(exc, FileExistsError):
+            raise StoreFailure(f"cannot write {dest}: {exc.strerror}"
+                               + (" (disk full)" if exc.errno == errno.ENOSPC else "")
+                               ) from None
+        raise
+    return result
+
+
+def _place(tmp: str, dest: str) -> None:
+    """Rename ``tmp`` to ``dest`` unless ``dest`` exists, in one step (a hard link
+    fails on an existing name; where links are not supported, check, then rename)."""
+    try:
+        os.link(tmp, dest)
+    except FileExistsError:
+        raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), dest) from None
+    except OSError as exc:
+        if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK):
+            raise
+        if os.path.lexists(dest):
+            raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), dest) from None
+        os.replace(tmp, dest)
+        return
+    os.unlink(tmp)

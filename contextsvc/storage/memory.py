@@ -10,6 +10,8 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from .base import Progress, StoreStats
+from .logfile import LogFile, verify_copy, write_copy
 from .records import TOMBSTONE, Location, Record, decode
 
 
@@ -83,6 +85,35 @@ class MemoryLog:
         self._size = sum(len(b) for b in self._blobs)
         self.last_id = last_id
         return [(i, len(b)) for i, b in enumerate(self._blobs)]
+
+    def packed_size(self, rows: Iterable[tuple[int, int]], last_id: int) -> int:
+        """What :meth:`size` would be after a compaction that keeps ``rows``."""
+        return sum(length for _sid, length in rows)
+
+    def image(self, live: Iterable[tuple[int, Location]], last_id: int) -> _Image:
+        """The services ``live`` (id, location) as they are now, to be written as a
+        data file of the file engine after the store is released."""
+        return _Image([(sid, self._blobs[loc[0]]) for sid, loc in live], last_id)
+
+
+class _Image:
+    def __init__(self, docs: list[tuple[int, bytes]], last_id: int):
+        self.docs, self.last_id = docs, last_id
+
+    def save(self, dest: str, overwrite: bool = False, progress: Progress | None = None
+             ) -> StoreStats:
+        def fill(tmp: str) -> StoreStats:
+            engine = LogFile(tmp)  # its own compaction writes a whole data file
+            try:
+                engine.rewrite(iter(self.docs), self.last_id)
+            finally:
+                engine.close()
+            return verify_copy(tmp, progress)
+
+        return write_copy(dest, overwrite, fill)
+
+    def close(self) -> None:
+        pass
 
 
 class _Reader:

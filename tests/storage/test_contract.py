@@ -2,6 +2,7 @@
 
 A new engine is added to ENGINES below and must pass all of it."""
 
+import os
 import threading
 
 import pytest
@@ -349,3 +350,99 @@ def test_scan_due_by_reads_only_what_is_due(opener):
         assert ids(each.scan(due_by="2026-01-01T00:00:00.000Z")) == [early]
         assert ids(each.scan(due_by="2026-03-01T00:00:00.000Z")) == [early, late]
         assert ids(each.scan(after=early, due_by="2026-03-01T00:00:00.000Z")) == [late]
+
+
+# ------------------------------------------------------------------ figures and backup
+def test_stats_count_services_and_the_bytes_a_compaction_frees(store):
+    assert store.stats().services == 0
+    sids = [create(store, "C", n=i) for i in range(6)]
+    fresh = store.stats()
+    assert fresh.services == 6 and fresh.bytes > 0 and fresh.reclaimable == 0
+    for sid in sids:
+        store.update_service(sid, lambda doc: doc.update(n=doc["n"] + 100))
+    store.delete_service(sids[0])
+    grown = store.stats()
+    assert grown.services == 5 and grown.bytes > fresh.bytes and grown.reclaimable > 0
+    assert store.compact() is True
+    packed = store.stats()
+    assert packed.services == 5 and packed.reclaimable == 0
+    assert packed.bytes == grown.bytes - grown.reclaimable  # exactly what was announced
+
+
+def copy_store(path):
+    return open_store(load({"storage": {"path": str(path)}}, environ={}))
+
+
+def test_a_backup_is_a_file_store_holding_the_store_as_it_was(opener, tmp_path):
+    store = opener()
+    sids = [create(store, f"C{i % 2}", key="k", n=i) for i in range(8)]
+    anonymous = create(store, key="anon")
+    store.update_service(sids[1], lambda doc: doc.update(n=101))
+    store.delete_service(sids[-1])
+    last = create(store, "C0")
+    store.delete_service(last)  # the highest id handed out: the copy must not reuse it
+    expected = list(store.scan())
+    stats = store.backup(str(tmp_path / "backup.json"))
+    assert stats.services == len(expected) == 8
+    if opener.engine == "file":  # a copy of its records as they are
+        assert stats == store.stats()
+    create(store, "C0", n="after")  # after the backup: not in it
+    store.update_service(sids[0], lambda doc: doc.update(n="after"))
+
+    copy = copy_store(tmp_path / "backup.json")
+    try:
+        assert list(copy.scan()) == expected
+        assert ids(copy.customer_services("C1")) == [sid for sid in sids[1:-1:2]]
+        assert ids(copy.anonymous_services("anon")) == [anonymous]
+        assert create(copy, "C") == last + 1
+    finally:
+        copy.close()
+
+
+def test_a_backup_is_whole_or_absent_and_never_replaces_a_file_unasked(opener, tmp_path):
+    store = opener()
+    create(store, "C")
+    dest = tmp_path / "backup.json"
+    dest.write_bytes(b"kept")
+    with pytest.raises(FileExistsError):
+        store.backup(str(dest))
+    assert dest.read_bytes() == b"kept"
+
+    def interrupted(done, total):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        store.backup(str(dest), overwrite=True, progress=interrupted)
+    assert dest.read_bytes() == b"kept"
+    assert not [name for name in os.listdir(tmp_path) if name.endswith(".tmp")]
+    store.backup(str(dest), overwrite=True)
+    copy = copy_store(dest)
+    try:
+        assert copy.count() == 1
+    finally:
+        copy.close()
+
+
+def test_writes_and_compactions_during_a_backup_do_not_reach_the_copy(opener, tmp_path):
+    store = opener()
+    other = opener() if opener.engine in PERSISTENT else store  # as another process would
+    store.create_services([lambda sid: service(sid, "C", pad="p" * 3000)] * 1000)  # 3 MB
+    expected = list(store.scan())
+    changed = []
+
+    def meanwhile(done, total):
+        if not changed:  # once, while the rest of the file is still to be copied
+            changed.append(done < total)
+            for sid in range(1, 1001, 2):
+                other.delete_service(sid)
+            other.update_service(2, lambda doc: doc.update(pad="changed"))
+            other.compact()
+
+    store.backup(str(tmp_path / "backup.json"), progress=meanwhile)
+    assert changed == [True]  # the callback came while the copy was being made
+    copy = copy_store(tmp_path / "backup.json")
+    try:
+        assert list(copy.scan()) == expected
+    finally:
+        copy.close()
+    assert store.count() == 500 and store.get_service(2)["pad"] == "changed"
