@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import sys
 import time
-from contextlib import nullcontext
 from typing import Any
 
 import click
@@ -130,11 +129,11 @@ def sweep(ctx: Context, full: bool) -> None:
         while True:
             with store.periodic("sweep", 0) as mine:
                 if mine:
-                    with store.periodic("sweep-full", 0) if full else nullcontext(False), \
-                            progress(None, length=store.count() if full else 0,
-                                     label="sweep") as bar:
-                        swept = housekeeping.sweep(_Walked(store, bar) if full else store,
-                                                   ctx.policy, ctx.clock(), full=full)
+                    if full:  # the servers' daily refresh, now, then the sweep
+                        with store.periodic("refresh", 0), \
+                                progress(None, length=store.count(), label="refresh") as bar:
+                            housekeeping.refresh(_Walked(store, bar), ctx.policy)
+                    swept = housekeeping.sweep(store, ctx.policy, ctx.clock())
                     break
             if not told and sys.stderr.isatty():
                 click.echo("contextsvc: a server is sweeping the store; waiting for it",
