@@ -79,9 +79,7 @@ def purge(ctx: Context, limit: str, operation: str) -> None:
     store is walked in batches, each one unit of work in which every service is
     judged again, so a write made meanwhile is never lost or undone; once done,
     the space is reclaimed when enough was removed. Removed services are gone for
-    good, and their ids are never handed out again. (Like a starting server
-    worker, the command first reads the whole store under its lock: on a large
-    store, requests wait that long, a second or two per 100 MB.)
+    good, and their ids are never handed out again.
 
     Prints "purged: N". A TS that is not a timestamp, or an unknown OP, is bad
     usage (exit status 2). File engine only.
@@ -112,10 +110,8 @@ def sweep(ctx: Context, full: bool) -> None:
     One sweep runs at a time across the deployment: when a server is sweeping,
     this command waits for it to finish, then sweeps what is left, so everything
     due when the command started is written down when it ends. Servers go on
-    serving meanwhile (the sweep works in batches, each one unit of work; like a
-    starting worker, the command first reads the whole store under its lock, a
-    second or two per 100 MB), and this sweep counts as the deployment's sweep for
-    the next interval.
+    serving meanwhile (the sweep works in batches, each one unit of work), and
+    this sweep counts as the deployment's sweep for the next interval.
 
     Prints "removed: N" (expired services removed) and "auto-completed: N".
     File engine only.

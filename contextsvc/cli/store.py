@@ -134,11 +134,10 @@ def compact(ctx: Context) -> None:
 
     Rewrites the data file with only the newest version of each service, as a
     server does by itself once old versions outweigh the live data ([storage]
-    compact_ratio and compact_min_bytes). Servers go on using the store; reading
-    it (as a starting worker does) and rewriting it are units of work that their
-    requests wait for, a few seconds per 100 MB (one that waits longer than
-    [storage] lock_timeout answers 503 and may be retried), so on a large store
-    prefer a quiet moment. Nothing is rewritten when nothing can be reclaimed.
+    compact_ratio and compact_min_bytes). Servers go on using the store; the
+    rewrite is a unit of work that their requests wait for, a second or two per
+    100 MB (one that waits longer than [storage] lock_timeout answers 503 and may
+    be retried), so on a large store prefer a quiet moment. Nothing is rewritten when nothing can be reclaimed.
 
     Prints the services, and the bytes the records take before and after (see
     `contextsvc check`). File engine only.

@@ -60,6 +60,8 @@ class LogStore:
         self._refused: StoreReplaced | None = None
         self._reset()
         try:
+            with self._turn():
+                self._preread()
             with self._turn(), engine.locked(True):
                 if isinstance(engine, LogFile):
                     import_tinydb_file(engine)
@@ -74,6 +76,18 @@ class LogStore:
             # takes them again. (gunicorn stops its master when a worker fails to boot.)
             log.warning("the store cannot be written now (%s); reads are served, writes "
                         "answer 503 until it can", exc.message)
+
+    def _preread(self) -> None:
+        """Index what the engine can give without its lock (see LogFile.preread);
+        anything amiss leaves it all to the first read under the lock."""
+        try:
+            for sid, loc, keys in self.engine.preread():
+                self._apply(sid, loc, keys)
+        except (StoreReplaced, StoreCorrupt, StoreFailure):
+            self.engine.forget()
+            self._reset()
+            return
+        self._last_id = max(self._last_id, self.engine.last_id)
 
     # ----------------------------------------------------------------- indexes
     def _reset(self) -> None:

@@ -222,10 +222,67 @@ class LogFile:
         # Every append overwrites the trailer at _end, so a few bytes tell.
         tail = os.pread(self._fd, 24, self._end)
         if tail.startswith(TRAILER):
+            if self._first_read:  # after preread(): what follows the trailer is checked
+                self._check_padding(self._end + len(TRAILER))
             return False, iter(())
         if not _RECORD.match(tail) or tail.startswith(b",") != (self._count > 0):
             raise self._replaced("was changed other than by appending")
-        return False, self._scan(self._end)
+        return False, self._scan(self._end, whole=self._first_read)
+
+    def preread(self) -> Iterator[Record]:
+        """Before a process first takes the exclusive lock (LogStore at open): the
+        records up to where the last writer recorded their end, to be read with no
+        lock held. They never change: a write appends after them, and a compaction
+        puts a new file in place while this process goes on reading the old one.
+        The first :meth:`changes` under the lock then reads only what was appended
+        since (or everything again, if the file was replaced meanwhile). So workers
+        starting together on a large store read it side by side, and none of them
+        holds up the others or the requests for the length of a whole read.
+        Nothing when the lock file records no end for this file (a new store, a
+        plain TinyDB file, a crash in the middle of a write): the first
+        :meth:`changes` reads it all, under the lock."""
+        try:
+            with self._reading_lock():
+                if self._lock_fd < 0:
+                    return iter(())
+                raw = os.pread(self._lock_fd, _LAST_WRITE.size, 0)
+                if len(raw) != _LAST_WRITE.size:
+                    return iter(())
+                ino, end = _LAST_WRITE.unpack(raw)
+                try:
+                    fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+                except OSError:
+                    return iter(())
+                st = os.fstat(fd)
+                if (st.st_ino != ino or st.st_size < end + len(TRAILER)
+                        or os.pread(fd, len(TRAILER), end) != TRAILER):
+                    os.close(fd)
+                    return iter(())
+                self._fd, self._ino, self._cap, self._writable = fd, ino, st.st_size, False
+                try:
+                    self._header = self._read_header()
+                except StoreCorrupt:
+                    self.forget()
+                    return iter(())
+        finally:  # the lock file is opened again, for writing, by the first locked()
+            if self._lock_fd >= 0:
+                os.close(self._lock_fd)
+                self._lock_fd = -1
+        self._count, self._end, self._garbage = 0, len(self._header), 0
+        return self._scan_until(end)
+
+    def _scan_until(self, end: int) -> Iterator[Record]:
+        count = 0
+        for offset, line in self._lines(self._end):
+            if offset >= end:
+                break
+            record = self._parse(line, offset)
+            if record is None:  # cannot be, before a recorded end: read it all under the lock
+                self.forget()
+                raise StoreReplaced(f"{self.path} changed while it was read")
+            count += 1
+            yield record
+        self._end, self._count = end, count
 
     def _replaced(self, what: str) -> StoreReplaced:
         return StoreReplaced(

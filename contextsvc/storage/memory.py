@@ -32,6 +32,9 @@ class MemoryLog:
     def changes(self) -> tuple[bool, Iterator[Record]]:
         return False, iter(())
 
+    def preread(self) -> Iterator[Record]:
+        return iter(())
+
     @contextmanager
     def periodic(self, name: str, every: float) -> Iterator[bool]:
         mutex = self._jobs.setdefault(name, threading.Lock())
