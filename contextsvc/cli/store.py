@@ -137,7 +137,8 @@ def compact(ctx: Context) -> None:
     compact_ratio and compact_min_bytes). Servers go on using the store; the
     rewrite is a unit of work that their requests wait for, a second or two per
     100 MB (one that waits longer than [storage] lock_timeout answers 503 and may
-    be retried), so on a large store prefer a quiet moment. Nothing is rewritten when nothing can be reclaimed.
+    be retried), so on a large store prefer a quiet moment. Nothing is rewritten
+    when nothing can be reclaimed.
 
     Prints the services, and the bytes the records take before and after (see
     `contextsvc check`). File engine only.
