@@ -8,6 +8,7 @@ import re
 import signal
 import threading
 import time
+from datetime import datetime, timezone
 
 from contextsvc import create_app
 from contextsvc.storage import tinydb_snapshot
@@ -67,10 +68,16 @@ def test_services_complete_then_expire_and_the_sweepers_remove_them_once(tmp_pat
 
 def test_sigkill_during_a_sweep_loses_no_acknowledged_write(tmp_path):
     path = tmp_path / "db.json"
-    loader = create_app({"storage": {"path": str(path)}}).test_client()
-    for i in range(3000):  # they expire a second after the server starts sweeping
-        assert loader.post("/services/start", json={"customer_id": "OLD", "ttl": 1, "i": i,
-                                                    "pad": "p" * 300}).status_code == 201
+    expires = time.time() + 8  # once the server is up and taking writes
+    moment = datetime.fromtimestamp(expires, timezone.utc).isoformat(timespec="milliseconds")
+    loader = create_app({"storage": {"path": str(path)}})
+    first = loader.test_client().post("/services/start", json={
+        "customer_id": "OLD", "expiration_time": moment.replace("+00:00", "Z"),
+        "pad": "p" * 300}).get_json()["service_id"]
+    store = loader.extensions["contextsvc.stores"].get()
+    model = store.get_service(first)  # 2,999 more like it, in one write
+    store.create_services([lambda sid: {**model, "service_id": sid}] * 2999)
+    assert time.time() < expires - 4, "loading took too long to test anything"
     server = Server(str(path), workers=4, extra_env=LIFECYCLE)
     acked, stop = [], threading.Event()
 
@@ -88,7 +95,9 @@ def test_sigkill_during_a_sweep_loses_no_acknowledged_write(tmp_path):
     for writer in writers:
         writer.start()
     try:
-        deadline = time.monotonic() + 20
+        while not acked and time.time() < expires:
+            time.sleep(0.05)
+        deadline = time.monotonic() + 30
         while time.monotonic() < deadline:  # until a sweep is under way
             with tinydb_snapshot(path) as db:
                 if len(db.table("services").search(lambda d: d["customer_id"] == "OLD")) < 3000:
