@@ -40,6 +40,9 @@ SCHEMA: dict[str, dict[str, tuple[Any, type | str]]] = {
         "auto_complete_after": ("", "duration"),
         "sweep_interval": ("1m", "duration"),
     },
+    "idempotency": {
+        "retention": ("24h", "duration"),
+    },
 }
 # [expiration]: one key per service type (case kept), a duration each
 PER_TYPE = "expiration"
@@ -139,6 +142,11 @@ def load(test_config: Mapping[str, Mapping[str, Any]] | None = None,
         raise ConfigError(f"[storage] engine: one of {', '.join(ENGINES)}")
     if not settings["lifecycle"]["sweep_interval"]:
         raise ConfigError("[lifecycle] sweep_interval: a duration is required")
+    retention = _convert("idempotency", "retention", settings["idempotency"]["retention"],
+                         "duration")
+    if not retention:
+        raise ConfigError("[idempotency] retention: a duration is required")
+    settings["idempotency"]["retention"] = retention
     settings["storage"]["path"] = os.path.abspath(settings["storage"]["path"])
     return settings
 

@@ -62,7 +62,11 @@ def body_value() -> Any:
     return value
 
 
-def location(view: str, **values: Any) -> dict[str, str]:
+def location(view: str, blueprint: str | None = None, **values: Any) -> dict[str, str]:
     """The ``Location`` header of a created resource, under the prefix the request
-    came in by (its blueprint is registered once per prefix)."""
-    return {"Location": url_for(f"{request.blueprint}.{view}", **values)}
+    came in by (each blueprint is registered once per prefix, the unprefixed one
+    named ``<name>_root``). ``blueprint`` names another blueprint than the request's."""
+    name = request.blueprint or ""
+    if blueprint is not None:
+        name = blueprint + ("_root" if name.endswith("_root") else "")
+    return {"Location": url_for(f"{name}.{view}", **values)}

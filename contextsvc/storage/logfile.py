@@ -1,12 +1,18 @@
 """The JSON-file engine: a TinyDB file that is written by appending.
 
-The file is an ordinary TinyDB JSON document, laid out one record per line::
+The file is an ordinary TinyDB JSON document, laid out one append per line (most
+appends are one record)::
 
     {"_meta": {"1": {"format": 1, "last_service_id": 41}}, "services": {
     "7": {"service_id": 7, ...}
     ,"8": {"service_id": 8, ...}
     ,"7": {"service_id": 7, ...newer version...}
+    ,"9":  {"service_id": 9, ...},"10": {"service_id": 10, ...}
     }}
+
+An append of several records (a batch, a find-or-create over several services) is
+one line, so that a crash leaves all of it or none. Id 0 is the store's own
+document (request records that belong to no one service), never a service.
 
 A write never rewrites what is there: it puts the new versions of the documents it
 changed over the closing ``}}`` line, adds a new ``}}`` line, and calls
@@ -56,7 +62,12 @@ HEADER_END = b', "services": {\n'
 TRAILER = b"}}\n"
 PAD_MIN = 1 << 20  # the file grows by at least this much whitespace at a time...
 PAD_SHORT = 4096   # ...unless the disk is too full for that
-_RECORD = re.compile(rb',?"([1-9][0-9]{0,15})": ')
+_RECORD = re.compile(rb',?"(0|[1-9][0-9]{0,15})": ')
+# An append of several records is one line: the first record's key is followed by
+# two spaces, the others start with ``,"<id>": `` (a sequence compact JSON never
+# holds outside a string, and inside one a quote is escaped). A crash leaves a torn
+# line, which readers ignore whole: such an append happens entirely or not at all.
+_NEXT = re.compile(rb',"(0|[1-9][0-9]{0,15})": ')
 _READ_ONLY = (errno.EROFS, errno.EACCES, errno.EPERM)
 # What the last writer left in the lock file: the data file's inode and the end of
 # its records. A process that has not read the file for a while cannot tell a file
@@ -329,15 +340,15 @@ class LogFile:
                 if whole:
                     self._check_padding(offset + len(TRAILER))
                 return
-            record = self._parse(line, offset)
-            if record is None:
+            records = self._parse(line, offset)
+            if records is None:
                 # A writer died mid-write: nothing it wrote was acknowledged.
                 self._end, self._count = offset, count
                 self._garbage = offset + len(line)
                 self._check_tail(self._garbage)
                 return
-            count, good = count + 1, offset + len(line)
-            yield record
+            count, good = count + len(records), offset + len(line)
+            yield from records
         # the file ends without a trailer: a writer died while growing it
         self._end, self._count, self._garbage = good, count, max(good, 1)
 
@@ -357,17 +368,32 @@ class LogFile:
         if zeroes:  # left by a crash while the file grew: blanked by the next writer
             self._garbage = offset
 
-    def _parse(self, line: bytes, offset: int) -> Record | None:
+    def _parse(self, line: bytes, offset: int) -> list[Record] | None:
+        """The records of one line (one append), or None when it is not whole."""
         match = _RECORD.match(line)
         if match is None or not line.endswith(b"}\n"):
             return None
-        start = match.end()
-        loc = (offset + start, len(line) - start - 1)
-        sid = int(match.group(1))
-        if line.startswith(TOMBSTONE, start) and loc[1] == len(TOMBSTONE):
-            return sid, loc, None
-        keys = keys_at(line, start)
-        return None if keys is None else (sid, loc, keys)
+        start, end = match.end(), len(line) - 1
+        # (id, where its document begins, where it ends)
+        marks = [(int(match.group(1)), start, end)]
+        if line.startswith(b" ", start):  # several records (see _NEXT)
+            marks[0] = (marks[0][0], start + 1, end)
+            for mark in _NEXT.finditer(line, start + 1):
+                if line[mark.start() - 1:mark.start()] != b"}":
+                    return None
+                marks[-1] = (*marks[-1][:2], mark.start())
+                marks.append((int(mark.group(1)), mark.end(), end))
+        records: list[Record] = []
+        for sid, begin, stop in marks:
+            loc = (offset + begin, stop - begin)
+            if line.startswith(TOMBSTONE, begin) and loc[1] == len(TOMBSTONE):
+                records.append((sid, loc, None))
+                continue
+            keys = keys_at(line, begin, stop)
+            if keys is None:
+                return None
+            records.append((sid, loc, keys))
+        return records
 
     def _check_tail(self, offset: int) -> None:
         """A bad line is a torn write only if no good record follows it."""
@@ -395,14 +421,20 @@ class LogFile:
             self._writable_fd()
         parts: list[bytes] = []
         locations: list[Location] = []
+        items = list(items)
         offset, count = self._end, self._count
-        for sid, body in items:
+        for n, (sid, body) in enumerate(items):
             body = TOMBSTONE if body is None else body
             prefix = b'%s"%d": ' % (b"," if count else b"", sid)
+            if n == 0 and len(items) > 1:
+                prefix += b" "  # one line for the whole append (see _NEXT)
             locations.append((offset + len(prefix), len(body)))
-            parts += (prefix, body, b"\n")
-            offset += len(prefix) + len(body) + 1
+            parts += (prefix, body)
+            offset += len(prefix) + len(body)
             count += 1
+        if items:
+            parts.append(b"\n")
+            offset += 1
         parts.append(TRAILER)
         end = offset
         if end + len(TRAILER) >= self._cap:

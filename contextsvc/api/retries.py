@@ -1,0 +1,69 @@
+"""Safe retries over HTTP (API.md 10.1, 10.2): the ``Idempotency-Key``, ``If-Match``
+and ``If-None-Match`` headers, read once per request by the operation wrapper
+(:mod:`.operations`) and handed to the request's store. The rules themselves are
+in :mod:`contextsvc.domain.idempotency` and :mod:`contextsvc.domain.versions`.
+
+* ``Idempotency-Key`` is honoured on every POST (sections 3, 6 and 10.3 of the
+  contract); other methods are idempotent by themselves, and ignore it.
+* ``If-Match`` is checked by every write to a service, its states or its tasks;
+  writes that name no existing service (a start, a composite start, a purge)
+  ignore it.
+* ``If-None-Match`` is answered by ``GET /services/{sid}``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import current_app, g, request
+
+from ..domain import idempotency, versions
+from ..errors import RequestRunning
+
+KEY = "Idempotency-Key"
+REPLAYED = "Idempotent-Replayed"
+PREFIX = "/genesys/1/cs"
+
+
+def begin(status: int, body: Any) -> dict[str, Any] | None:
+    """Read the request's conditions onto its store. Returns the record to replay
+    when the request carries a key that already answered it."""
+    store = g.store
+    if request.method != "GET":
+        header = request.headers.get("If-Match")
+        if header is not None:
+            store.if_match = versions.parse(header, "If-Match")
+    if request.method != "POST":
+        return None
+    raw = request.headers.get(KEY)
+    if raw is None:
+        return None
+    key = idempotency.check_key(raw)
+    path = request.path
+    if path.startswith(PREFIX + "/"):  # both prefixes name the same resource
+        path = path[len(PREFIX):]
+    pending = idempotency.Pending(
+        key, idempotency.fingerprint(request.method, path,
+                                     list(request.args.items(multi=True)), body),
+        status, current_app.config["CONTEXTSVC"]["idempotency"]["retention"])
+    record = store.find_request(key)  # the fast path; the write checks again
+    if record is not None and idempotency.replayable(record, pending.fingerprint,
+                                                     store.clock()):
+        return record
+    store.request = pending
+    return None
+
+
+def recorded(record: dict[str, Any]) -> dict[str, Any]:
+    """A write found the key recorded (a duplicate that ran at the same time): the
+    record to replay, or the 422/409 it calls for."""
+    if not idempotency.replayable(record, g.store.request.fingerprint, g.store.clock()):
+        raise RequestRunning("The first request with this Idempotency-Key is still running; "
+                             "retry in a moment")
+    return record
+
+
+def not_modified(etag: str) -> bool:
+    header = request.headers.get("If-None-Match")
+    return header is not None and versions.unchanged(versions.parse(header, "If-None-Match"),
+                                                     etag)
