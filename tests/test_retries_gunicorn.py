@@ -67,10 +67,11 @@ def test_a_retry_after_a_kill_between_write_and_answer_gets_the_original_answer(
             end = handle.read().rindex(b"\n}}\n")
         got = []
 
-        def send(server=server, customer=customer, request_key=request_key):
+        def send(server=server, customer=customer, request_key=request_key, got=got,
+                 n=round_):
             try:
                 got.append(server.request("POST", f"{B}/services/start",
-                                          {"customer_id": customer, "n": round_}, timeout=10,
+                                          {"customer_id": customer, "n": n}, timeout=10,
                                           headers={"Idempotency-Key": request_key}))
             except (OSError, http.client.HTTPException):
                 got.append(None)  # killed before it answered

@@ -42,15 +42,14 @@ def begin(status: int, body: Any) -> dict[str, Any] | None:
     path = request.path
     if path.startswith(PREFIX + "/"):  # both prefixes name the same resource
         path = path[len(PREFIX):]
-    pending = idempotency.Pending(
-        key, idempotency.fingerprint(request.method, path,
-                                     list(request.args.items(multi=True)), body),
-        status, current_app.config["CONTEXTSVC"]["idempotency"]["retention"])
+    fp = idempotency.fingerprint(request.method, path,
+                                 list(request.args.items(multi=True)) if request.args else [],
+                                 body)
     record = store.find_request(key)  # the fast path; the write checks again
-    if record is not None and idempotency.replayable(record, pending.fingerprint,
-                                                     store.clock()):
+    if record is not None and idempotency.replayable(record, fp, store.clock()):
         return record
-    store.request = pending
+    store.request = idempotency.Pending(
+        key, fp, status, current_app.config["CONTEXTSVC"]["idempotency"]["retention"])
     return None
 
 

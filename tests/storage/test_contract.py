@@ -374,10 +374,11 @@ def test_a_recorded_key_is_found_by_every_store_and_refuses_a_second_write(opene
         assert each.find_request(RequestKey("k1", NOW)) == record()
         assert each.find_request(RequestKey("k2", NOW)) is None
         assert each.find_request(RequestKey("k1", LATER)) is None  # expired: absent
-        for write in (lambda: keyed(each, "k1", "D"),
-                      lambda: each.update_service(sid, lambda doc: doc.update(x=1),
-                                                  RequestKey("k1", NOW)),
-                      lambda: each.find_or_create([("C", None)], lambda i, docs: None,
+        for write in (lambda each=each: keyed(each, "k1", "D"),
+                      lambda each=each: each.update_service(sid, lambda doc: doc.update(x=1),
+                                                            RequestKey("k1", NOW)),
+                      lambda each=each: each.find_or_create([("C", None)],
+                                                  lambda i, docs: None,
                                                   lambda i, s: service(s, "C"),
                                                   lambda i, doc, made: None,
                                                   RequestKey("k1", NOW))):
