@@ -135,13 +135,16 @@ def _wrap(view: Callable[..., Any], handling: _Handling) -> Callable[..., Any]:
 
     @functools.wraps(view)
     def run(**kwargs: Any) -> Response:
+        record = retries.begin()
+        if record is not None:
+            return replay(record)
         if parse_query is not None:
             kwargs["query"] = parse_query(request.args)
         if body == "value":
             kwargs["body"] = req.body_value()
         elif body == "object":
             kwargs["body"] = req.body_object(required=required)
-        record = retries.begin(status, kwargs.get("body"))
+        record = retries.pending(status, kwargs.get("body"))
         if record is not None:
             return replay(record)
         try:

@@ -19,15 +19,17 @@ from flask import current_app, g, request
 
 from ..domain import idempotency, versions
 from ..errors import RequestRunning
+from . import request as req
 
 KEY = "Idempotency-Key"
 REPLAYED = "Idempotent-Replayed"
 PREFIX = "/genesys/1/cs"
 
 
-def begin(status: int, body: Any) -> dict[str, Any] | None:
-    """Read the request's conditions onto its store. Returns the record to replay
-    when the request carries a key that already answered it."""
+def begin() -> dict[str, Any] | None:
+    """Read the request's conditions onto its store, before its body is parsed.
+    Returns the record to replay when the request carries a key that already
+    answered this very request (the same bytes)."""
     store = g.store
     if request.method != "GET":
         header = request.headers.get("If-Match")
@@ -42,14 +44,29 @@ def begin(status: int, body: Any) -> dict[str, Any] | None:
     path = request.path
     if path.startswith(PREFIX + "/"):  # both prefixes name the same resource
         path = path[len(PREFIX):]
-    fp = idempotency.fingerprint(request.method, path,
-                                 list(request.args.items(multi=True)) if request.args else [],
-                                 body)
+    query = list(request.args.items(multi=True)) if request.args else []
+    sent = idempotency.raw_fingerprint(request.method, path, query, req.raw_body())
     record = store.find_request(key)  # the fast path; the write checks again
-    if record is not None and idempotency.replayable(record, fp, store.clock()):
+    if (record is not None and record.get("raw") == sent
+            and idempotency.replayable(record, None, store.clock())):
         return record
-    store.request = idempotency.Pending(
-        key, fp, status, current_app.config["CONTEXTSVC"]["idempotency"]["retention"])
+    g.retry = (key, path, query, sent, record)
+    return None
+
+
+def pending(status: int, body: Any) -> dict[str, Any] | None:
+    """After the body is parsed: the record to replay when the key answered the
+    same request sent with other bytes (another key order, other spacing, the
+    other prefix); else the request's key goes to its store, to be recorded."""
+    found = g.pop("retry", None)
+    if found is None:
+        return None
+    key, path, query, sent, record = found
+    fp = idempotency.fingerprint(request.method, path, query, body)
+    if record is not None and idempotency.replayable(record, fp, g.store.clock()):
+        return record
+    g.store.request = idempotency.Pending(
+        key, fp, status, current_app.config["CONTEXTSVC"]["idempotency"]["retention"], sent)
     return None
 
 

@@ -107,13 +107,17 @@ def sweep(store: Any, policy: Policy, now: datetime, batch: int = BATCH) -> Swep
     return Swept(removed=deleted, completed=completed)
 
 
-def refresh(store: Any, policy: Policy, batch: int = BATCH) -> int:
+def refresh(store: Any, policy: Policy, batch: int = BATCH, now: datetime | None = None) -> int:
     """Read every service and record the ``due`` moment of those whose record is
     stale (written before lifecycle existed, or under another configuration), so
     that sweeps find them. Removes and completes nothing itself: the next sweep
     does. Returns how many records it corrected."""
+    moment = now or lifecycle.utc_now()
 
     def change(doc: Doc) -> bool | None:
+        # no write keeps an expired record of an idempotency key: its key may be
+        # recorded anew elsewhere, and the store indexes the latest write of a key
+        idempotency.prune(doc, moment)
         return lifecycle.mark_due(doc, policy)
 
     return _walk(store, lambda doc: _stale(doc, policy), change, batch)[0]

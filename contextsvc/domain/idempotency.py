@@ -49,6 +49,7 @@ class Pending:
     fingerprint: str
     status: int
     retention: int  # seconds a record is kept
+    raw: str = ""  # the fingerprint of the body's bytes (see raw_fingerprint)
 
 
 def check_key(value: str) -> str:
@@ -71,18 +72,27 @@ def fingerprint(method: str, path: str, query: list[tuple[str, str]], body: Any)
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
+def raw_fingerprint(method: str, path: str, query: list[tuple[str, str]], body: bytes) -> str:
+    """The fingerprint of a request as sent: a retry sends the same bytes, and is
+    known by them without parsing its body (the canonical fingerprint decides
+    when the bytes differ)."""
+    head = json.dumps([method, path, sorted(query)], separators=(",", ":"))
+    return hashlib.sha256(head.encode() + b"\n" + body).hexdigest()
+
+
 def _until(now: datetime, seconds: int) -> str:
     return timeutil.format(now + timedelta(seconds=seconds))
 
 
 def answered(pending: Pending, body: Any, location: str | None, now: datetime) -> Doc:
-    return {"fp": pending.fingerprint, "until": _until(now, pending.retention),
+    return {"fp": pending.fingerprint, "raw": pending.raw,
+            "until": _until(now, pending.retention),
             "status": pending.status, "body": body, "location": location}
 
 
 def running(pending: Pending, now: datetime) -> Doc:
-    return {"fp": pending.fingerprint, "until": _until(now, pending.retention),
-            "running_until": _until(now, LEASE)}
+    return {"fp": pending.fingerprint, "raw": pending.raw,
+            "until": _until(now, pending.retention), "running_until": _until(now, LEASE)}
 
 
 def record(doc: Doc, pending: Pending, body: Any, location: str | None,
@@ -96,11 +106,11 @@ def abandoned(rec: Doc, now: datetime) -> bool:
     return "running_until" in rec and rec["running_until"] <= timeutil.format(now)
 
 
-def replayable(rec: Doc, fp: str, now: datetime) -> bool:
-    """Whether ``rec`` answers a request with fingerprint ``fp`` now: True to replay
-    it, False when it is a running request that was abandoned (take it over).
-    Raises KeyMismatch or RequestRunning."""
-    if rec.get("fp") != fp:
+def replayable(rec: Doc, fp: str | None, now: datetime) -> bool:
+    """Whether ``rec`` answers a request with fingerprint ``fp`` (None: known to be
+    the same request) now: True to replay it, False when it is a running request
+    that was abandoned (take it over). Raises KeyMismatch or RequestRunning."""
+    if fp is not None and rec.get("fp") != fp:
         raise KeyMismatch("This Idempotency-Key was used with another request (method, "
                           "path or body); use a new key for a new request")
     if "running_until" in rec:
