@@ -1,7 +1,7 @@
 """Benchmark safe retries (API.md 10), each figure against a baseline of the same run.
 
-    python bench/retries.py                          # 5 rounds of 10 s per load
-    python bench/retries.py --seconds 3 --rounds 3   # a quicker look
+    python bench/retries.py                          # 6 rounds of 10 s per load
+    python bench/retries.py --seconds 3 --rounds 2   # a quicker look
 
 One server, ``gunicorn -w 4`` (gevent workers, contextsvc/gunicorn_conf.py) on
 loopback, on a store of --services services made by keyed starts over HTTP before
@@ -72,7 +72,8 @@ def main() -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--services", type=int, default=2000)
     parser.add_argument("--seconds", type=int, default=10)
-    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=6,
+                        help="interleaved rounds, an even number: each order as often")
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--workdir", default=None)
     args = parser.parse_args()

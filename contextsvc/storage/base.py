@@ -125,7 +125,10 @@ class ServiceStore(Protocol):
 
     def find_request(self, key: RequestKey) -> Doc | None:
         """The live record of idempotency key ``key.name``, wherever it is kept;
-        None when there is none."""
+        None when there is none. An engine may answer from memory with a record it
+        has handed out before, while that record is live and holds an answer (such
+        a record never changes), even if the service that held it was deleted since:
+        the write that a key protects is checked in its own unit of work anyway."""
 
     # ---------------------------------------------------------------- writing
     # ``key``: see "Request records" above; Recorded is raised before anything runs.
@@ -167,7 +170,9 @@ class ServiceStore(Protocol):
         removes it), for requests whose effect spans several units of work (a
         purge). With ``unless``: when the key has a live record for which
         ``unless(record)`` is true, raise :class:`Recorded` and store nothing.
-        Records of the store's own document that are no longer live are dropped."""
+        Records of the store's own document that are no longer live are dropped.
+        Replacing or removing is meant for claims (records without an answer),
+        which :meth:`find_request` never answers from memory."""
 
     def delete_service(self, sid: int) -> None:
         """Remove service ``sid``; ``NotFound`` when there is none. Its id is not
