@@ -71,6 +71,9 @@ SCHEMA: dict[str, dict[str, tuple[Any, type | str]]] = {
         "auto_complete_after": ("", "duration"),
         "sweep_interval": ("1m", "duration"),
     },
+    "idempotency": {
+        "retention": ("24h", "duration"),
+    },
 }
 # [expiration]: one key per service type (case kept), a duration each; INI only
 PER_TYPE = "expiration"
@@ -236,6 +239,8 @@ def load(test_config: Mapping[str, Mapping[str, Any]] | None = None,
                           f"{', '.join(ENGINES)}, got {settings['storage']['engine']!r}")
     if not settings["lifecycle"]["sweep_interval"]:
         raise ConfigError(f"{source['lifecycle', 'sweep_interval']}: a duration is required")
+    if not settings["idempotency"]["retention"]:
+        raise ConfigError(f"{source['idempotency', 'retention']}: a duration is required")
     settings["storage"]["path"] = os.path.abspath(settings["storage"]["path"])
     return settings
 

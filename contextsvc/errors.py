@@ -51,3 +51,16 @@ class StoreReplaced(StoreFailure):
 
 class StoreCorrupt(ContextError):
     """The data file cannot be read as a contextsvc/TinyDB file."""
+
+
+class PreconditionFailed(ContextError):
+    """``If-Match`` names a version of the service that is no longer the current one
+    (API.md 10.2); nothing changed."""
+
+
+class KeyMismatch(ContextError):
+    """An idempotency key reused with another method, path or body (API.md 10.1)."""
+
+
+class RequestRunning(Conflict):
+    """The first request with this idempotency key is still running; retry soon."""

@@ -46,13 +46,13 @@ class Server:
                 raise RuntimeError("gunicorn did not start: " + open(self.log.name).read())
             time.sleep(0.1)
 
-    def request(self, method: str, path: str, body: Any = None,
-                timeout: float = 30) -> tuple[int, Any, dict[str, str]]:
+    def request(self, method: str, path: str, body: Any = None, timeout: float = 30,
+                headers: dict[str, str] | None = None) -> tuple[int, Any, dict[str, str]]:
         conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
         try:
             data = None if body is None else json.dumps(body).encode()
-            headers = {"Content-Type": "application/json"} if data is not None else {}
-            conn.request(method, path, body=data, headers=headers)
+            sent = {"Content-Type": "application/json"} if data is not None else {}
+            conn.request(method, path, body=data, headers={**sent, **(headers or {})})
             response = conn.getresponse()
             raw = response.read()
             return (response.status, json.loads(raw) if raw else None,

@@ -359,8 +359,8 @@ def test_a_sweep_reads_only_services_due_and_a_refresh_fixes_stale_records(tmp_p
         assert [d.doc_id for d in db.table("services").all()] == [old]
     # ...a refresh records the due moment of the one written before the
     # configuration said so, and the next sweep finds it
-    assert housekeeping.refresh(store, policy) == 1
-    assert housekeeping.refresh(store, policy) == 0
+    assert housekeeping.refresh(store, policy, now=clock.now) == 1
+    assert housekeeping.refresh(store, policy, now=clock.now) == 0
     assert housekeeping.sweep(store, policy, clock.now).removed == 1
     with tinydb_snapshot(path) as db:
         assert db.table("services").all() == []

@@ -34,6 +34,9 @@ DOMAIN: dict[type[errors.ContextError], ErrorStatus] = {
     errors.StoreBusy: ErrorStatus(503, "ServiceUnavailable", retry_after=1),
     errors.StoreFailure: ErrorStatus(503, "ServiceUnavailable", retry_after=5),
     errors.StoreCorrupt: ErrorStatus(500, "StoreCorrupt"),
+    errors.PreconditionFailed: ErrorStatus(412, "PreconditionFailed"),
+    errors.KeyMismatch: ErrorStatus(422, "IdempotencyKeyMismatch"),
+    errors.RequestRunning: ErrorStatus(409, "ConflictException", retry_after=1),
 }
 
 # the exception names the contract gives to HTTP statuses

@@ -73,7 +73,7 @@ class Sweeper:
         with store.periodic("refresh", REFRESH_EVERY) as mine:
             if not mine:
                 return None
-            fixed = housekeeping.refresh(store, self.policy)
+            fixed = housekeeping.refresh(store, self.policy, now=self.clock())
         if fixed:
             log.info("refresh: the due moment of %d services recorded anew", fixed)
         return fixed

@@ -6,7 +6,7 @@ from typing import Any
 
 from flask import current_app, g
 
-from ..domain import events, housekeeping, inputs
+from ..domain import events, housekeeping, idempotency, inputs
 from .operations import ApiBlueprint
 
 bp = ApiBlueprint("maintenance", __name__)
@@ -17,6 +17,9 @@ bp = ApiBlueprint("maintenance", __name__)
 def purge(body: dict[str, Any]) -> dict[str, int]:
     fields = inputs.purge(body)
     policy, _ = current_app.extensions["contextsvc.time"]
-    purged = housekeeping.purge(g.store.store, fields["limit"], fields["operation"], policy,
-                                g.store.clock())
-    return {"purged": purged}
+    store = g.store
+    return idempotency.spanning(  # a purge spans many units of work: claimed first
+        store.store, store.request, store.clock,
+        lambda tick: {"purged": housekeeping.purge(store.store, fields["limit"],
+                                                   fields["operation"], policy,
+                                                   store.clock(), tick=tick)})

@@ -100,15 +100,45 @@ PATH_PARAMS = {
 }
 
 _ERRORS = {
-    400: "Invalid body or query parameter",
+    400: "Invalid body, query parameter or header",
     404: "No such route, service, state or task",
     409: "Already completed",
+    412: "If-Match: the service has changed since (PreconditionFailed); nothing changed",
     413: "Body larger than the configured limit",
     415: "Body with a non-JSON content type",
+    422: "This Idempotency-Key was used with another method, path or body "
+         "(IdempotencyKeyMismatch)",
     503: "The store is busy or cannot write; retry after Retry-After seconds",
 }
+_RUNNING = "the first request with this Idempotency-Key is still running (Retry-After: 1)"
+
+
+def _header(name: str, description: str, schema: dict[str, Any] | None = None
+            ) -> dict[str, Any]:
+    # no example: "Try it out" would send it with every operation
+    return {"name": name, "in": "header", "required": False, "description": description,
+            "schema": schema or {"type": "string"}}
+
+
+IDEMPOTENCY_KEY = _header(
+    "Idempotency-Key", "a key of the client's choosing (a UUID): a retry with the same "
+    "key within 24 h gets the first answer again, with Idempotent-Replayed: true, and "
+    "changes nothing (API.md 10.1)",
+    {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[\\x20-\\x7e]+$"})
+IF_MATCH = _header("If-Match", "the service's ETag as last read: the write happens only if "
+                   "nobody wrote to the service since (else 412)")
+IF_NONE_MATCH = _header("If-None-Match", "an ETag of the service: 304 when it is unchanged")
+ETAG = {"ETag": {"schema": {"type": "string"},
+                 "description": "the service's version: changes on every write to it, its "
+                                "states or its tasks"}}
+REPLAYED = {"Idempotent-Replayed": {"schema": {"type": "string", "enum": ["true"]},
+                                    "description": "this answer was recorded under the "
+                                                   "request's Idempotency-Key"}}
 
 _ATTACHED_EXAMPLE = {"coupon_name": "DISCOUNTCODE15"}
+# bodies whose example is given whole (the one Swagger UI would build from the
+# fields' examples would name states that a new service does not have)
+EXAMPLES = {"CompositeStart": events.COMPOSITE_EXAMPLE}
 
 
 class ServiceCreated(Schema):
@@ -137,6 +167,19 @@ class Health(Schema):
 class Purged(Schema):
     purged = fields.Integer(strict=True, required=True,
                             metadata={"example": 0, "description": "services removed"})
+
+
+class CompositeService(Schema):
+    service_id = fields.Integer(strict=True, required=True, metadata={"example": 1})
+    service_created = fields.Boolean(required=True)
+    state_id = fields.Integer(strict=True, metadata={"example": 1})
+    state_created = fields.Boolean()
+    task_id = fields.Integer(strict=True, metadata={"example": 1})
+    task_created = fields.Boolean()
+
+
+class CompositeStarted(Schema):
+    services = fields.List(fields.Nested(CompositeService), required=True)
 
 
 def _ref(name: str) -> dict[str, str]:
@@ -179,17 +222,27 @@ def _operation(op: Operation, plugin: MarshmallowPlugin) -> dict[str, Any]:
                                                     _ATTACHED_EXAMPLE)}
     elif op.body is not None:
         document["requestBody"] = {"required": op.body_required,
-                                   "content": _json(_ref(op.body.__name__))}
+                                   "content": _json(_ref(op.body.__name__),
+                                                    EXAMPLES.get(op.body.__name__))}
+    keyed = op.method == "POST"
+    conditional = op.method != "GET" and "<id:sid>" in op.rule
+    service = op.response == "Service" and not op.many
+    if keyed:
+        parameters.append(IDEMPOTENCY_KEY)
+    if conditional:
+        parameters.append(IF_MATCH)
+    if op.view == "get_service":
+        parameters.append(IF_NONE_MATCH)
     responses = document["responses"]
     if op.responses:
         for code, description in sorted(op.responses.items()):
             responses[str(code)] = {"description": description,
                                     "content": _json(_ref(op.response))}
         return document
+    location = {"Location": {"schema": {"type": "string"}, "description": "the new resource"}}
     if op.status == 201:
         responses["201"] = {"description": "Created", "content": _json(_ref(op.response)),
-                            "headers": {"Location": {"schema": {"type": "string"},
-                                                     "description": "the new resource"}}}
+                            "headers": location}
     elif op.status == 204:
         responses["204"] = {"description": "Completed"}
     elif op.response is None:
@@ -199,11 +252,30 @@ def _operation(op: Operation, plugin: MarshmallowPlugin) -> dict[str, Any]:
                             "content": _json({"type": "array", "items": _ref(op.response)})}
     else:
         responses["200"] = {"description": "OK", "content": _json(_ref(op.response))}
+        if op.response == "CompositeStarted":
+            responses["200"]["headers"] = dict(location)
+            responses["200"]["headers"]["Location"] = {
+                "schema": {"type": "string"},
+                "description": "the first element's deepest resource"}
+    success = responses[str(op.status)]
+    if service:
+        success["headers"] = {**success.get("headers", {}), **ETAG}
+    if keyed:
+        success["headers"] = {**success.get("headers", {}), **REPLAYED}
+    if op.view == "get_service":
+        responses["304"] = {"description": "Not modified (If-None-Match)", "headers": ETAG}
     codes = [400, 404, 503, *op.errors]
     if "requestBody" in document:
         codes += [413, 415]
+    if keyed:
+        codes += [409, 422]
+    if conditional:
+        codes += [412]
     for code in sorted(set(codes)):
-        responses[str(code)] = {"description": _ERRORS[code], "content": _json(_ref("Error"))}
+        text = _ERRORS[code]
+        if code == 409 and keyed:
+            text = f"{text}, or {_RUNNING}" if 409 in op.errors else f"Busy: {_RUNNING}"
+        responses[str(code)] = {"description": text, "content": _json(_ref("Error"))}
     return document
 
 
@@ -217,13 +289,18 @@ def build(operations: Iterable[Operation]) -> dict[str, Any]:
     plugin.converter.add_attribute_function(_custom_fields)
     bodies = {op.body for op in operations if isinstance(op.body, type)}
     # nested schemas before the ones that nest them, each under its own name
+    nesting = (events.CompositeStart,)
     for schema in (events.TransitionFrom, events.TransitionTo,
-                   *sorted(bodies, key=lambda s: s.__name__)):
-        spec.components.schema(schema.__name__, schema=schema)
+                   *sorted(bodies - set(nesting), key=lambda s: s.__name__),
+                   events.ServiceStart, events.StateStart, events.TaskStart,
+                   events.CompositeElement, *(b for b in nesting if b in bodies)):
+        if schema.__name__ not in spec.components.schemas:
+            spec.components.schema(schema.__name__, schema=schema)
     spec.components.schema("Event", schema=events.Event)
     for name, schema in model.output_schemas().items():
         spec.components.schema(name, schema=schema)
-    for schema in (ServiceCreated, StateCreated, TaskCreated, Purged, Health, Error):
+    for schema in (ServiceCreated, StateCreated, TaskCreated, Purged, CompositeService,
+                   CompositeStarted, Health, Error):
         spec.components.schema(schema.__name__, schema=schema)
 
     paths: dict[str, dict[str, Any]] = {}
@@ -231,7 +308,8 @@ def build(operations: Iterable[Operation]) -> dict[str, Any]:
         paths.setdefault(_path(op.rule), {})[op.method.lower()] = _operation(op, plugin)
     document = spec.to_dict()
     components = document["components"]["schemas"]
-    for name in [*(s.__name__ for s in bodies), "TransitionFrom", "TransitionTo"]:
+    for name in [*(s.__name__ for s in bodies), "TransitionFrom", "TransitionTo",
+                 "ServiceStart", "StateStart", "TaskStart", "CompositeElement"]:
         # open bodies: attached data; a few are fields only
         components[name]["additionalProperties"] = name not in events.STRICT_BODIES
         _browser_safe(components[name])

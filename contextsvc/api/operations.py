@@ -25,7 +25,9 @@ from typing import Any
 from flask import Blueprint, Response, jsonify, request
 from marshmallow import Schema
 
+from ..storage.base import Recorded
 from . import request as req
+from . import retries
 from .query import Parser
 from .store import resolve_store
 
@@ -142,13 +144,22 @@ def _wrap(view: Callable[..., Any], handling: _Handling) -> Callable[..., Any]:
 
     @functools.wraps(view)
     def run(**kwargs: Any) -> Response:
+        record = retries.begin()
+        if record is not None:
+            return replay(record)
         if parse_query is not None:
             kwargs["query"] = parse_query(request.args)
         if body == "value":
             kwargs["body"] = req.body_value()
         elif body == "object":
             kwargs["body"] = req.body_object(required=required)
-        result = view(**kwargs)
+        record = retries.pending(status, kwargs.get("body"))
+        if record is not None:
+            return replay(record)
+        try:
+            result = view(**kwargs)
+        except Recorded as exc:  # the same key, written meanwhile by another request
+            return replay(retries.recorded(exc.record))
         headers = None
         if isinstance(result, tuple):
             result, headers = result
@@ -164,3 +175,17 @@ def _wrap(view: Callable[..., Any], handling: _Handling) -> Callable[..., Any]:
         return response
 
     return run
+
+
+def replay(record: dict[str, Any]) -> Response:
+    """The answer an idempotency key recorded, again (API.md 10.1)."""
+    body = record.get("body")
+    if body is None:
+        response: Response = EmptyResponse(status=record["status"])
+    else:
+        response = jsonify(body)
+        response.status_code = record["status"]
+    if record.get("location"):
+        response.headers["Location"] = record["location"]
+    response.headers[retries.REPLAYED] = "true"
+    return response

@@ -102,3 +102,9 @@ class Parser:
             values = [part.strip() for raw in args.getlist(key) for part in raw.split(",")]
             parsed[key] = [v for v in values if v] or None  # an empty value filters nothing
         return parsed
+
+
+class CompositeQuery(Schema):
+    create_new_services = Flag(metadata={
+        "description": "always start new services (true/false; default false)",
+        "example": "false"})

@@ -39,9 +39,9 @@ def _limits() -> dict[str, int]:
     return current_app.config["CONTEXTSVC"]["limits"]
 
 
-def _raw_body() -> bytes:
+def _raw_body(cache: bool = False) -> bytes:
     try:
-        return request.get_data(cache=False)
+        return request.get_data(cache=cache)
     except HTTPException:
         raise  # 413 and the like, rendered by the error handler
     except Exception as exc:  # broken chunking, a client that went away mid-body...
@@ -62,7 +62,16 @@ def body_value() -> Any:
     return value
 
 
-def location(view: str, **values: Any) -> dict[str, str]:
+def location(view: str, blueprint: str | None = None, **values: Any) -> dict[str, str]:
     """The ``Location`` header of a created resource, under the prefix the request
-    came in by (its blueprint is registered once per prefix)."""
-    return {"Location": url_for(f"{request.blueprint}.{view}", **values)}
+    came in by (each blueprint is registered once per prefix, the unprefixed one
+    named ``<name>_root``). ``blueprint`` names another blueprint than the request's."""
+    name = request.blueprint or ""
+    if blueprint is not None:
+        name = blueprint + ("_root" if name.endswith("_root") else "")
+    return {"Location": url_for(f"{name}.{view}", **values)}
+
+
+def raw_body() -> bytes:
+    """The body's bytes, kept for the body's parsing afterwards."""
+    return _raw_body(cache=True)

@@ -6,11 +6,11 @@ from typing import Any
 
 from flask import Response, g
 
-from ..domain import events, inputs, queries, rules
+from ..domain import composite, events, inputs, queries, rules
 from ..domain.model import render_service
 from ..storage import Selection
-from . import query, streams
-from .operations import ANY_OBJECT, ANY_VALUE, ApiBlueprint
+from . import query, retries, streams
+from .operations import ANY_OBJECT, ANY_VALUE, ApiBlueprint, EmptyResponse
 from .request import location
 
 bp = ApiBlueprint("services", __name__)
@@ -20,22 +20,38 @@ bp = ApiBlueprint("services", __name__)
               body=events.ServiceStart, body_required=True, response="ServiceCreated")
 def start_service(body: dict[str, Any]) -> tuple[dict[str, int], dict[str, str]]:
     event, now = inputs.service_start(body), g.store.clock()
-    doc = g.store.create_service(lambda sid: rules.new_service(sid, event, now))
-    sid = doc["service_id"]
-    return {"service_id": sid}, location("get_service", sid=sid)
+    return g.store.create_service(
+        lambda sid: rules.new_service(sid, event, now),
+        lambda doc, _: ({"service_id": doc["service_id"]},
+                        location("get_service", sid=doc["service_id"])))
+
+
+def _no_content(result: Any, doc: dict[str, Any]) -> tuple[None, None]:
+    return None, None
+
+
+def _service(query: dict[str, Any]) -> Any:
+    """The answer of a write that returns the service, with its ETag."""
+    return lambda _, doc: (render_service(doc, query), {"ETag": g.store.etag(doc)})
 
 
 @bp.operation("POST", "/services/<id:sid>/end", "Complete a service", role="write",
               status=204, body=events.ServiceEnd, errors=(409,))
 def end_service(sid: int, body: dict[str, Any]) -> None:
     event, now = inputs.service_end(body), g.store.clock()
-    g.store.update_service(sid, lambda doc: rules.end_service(doc, event, now))
+    g.store.update_service(sid, lambda doc: rules.end_service(doc, event, now), _no_content)
 
 
 @bp.operation("GET", "/services/<id:sid>", "Get a service", role="read",
               query=query.ServiceView, response="Service")
-def get_service(sid: int, query: dict[str, Any]) -> dict[str, Any]:
-    return render_service(g.store.get_service(sid), query)
+def get_service(sid: int, query: dict[str, Any]) -> Any:
+    doc = g.store.get_service(sid)
+    etag = g.store.etag(doc)
+    if retries.not_modified(etag):
+        response = EmptyResponse(status=304)
+        response.headers["ETag"] = etag
+        return response
+    return render_service(doc, query), {"ETag": etag}
 
 
 @bp.operation("DELETE", "/services/<id:sid>", "Delete a service with its states and tasks",
@@ -51,9 +67,8 @@ def associate(customer_id: str, sid: int, body: dict[str, Any],
               query: dict[str, Any]) -> dict[str, Any]:
     customer_id = inputs.customer_id(customer_id)
     event, now = inputs.associate(body), g.store.clock()
-    _, doc = g.store.update_service(
-        sid, lambda doc: rules.associate(doc, customer_id, event, now))
-    return render_service(doc, query)
+    return g.store.update_service(
+        sid, lambda doc: rules.associate(doc, customer_id, event, now), _service(query))[0]
 
 
 @bp.operation("PUT", "/services/<id:sid>", "Set when a service expires", role="write",
@@ -61,8 +76,8 @@ def associate(customer_id: str, sid: int, body: dict[str, Any],
               response="Service")
 def set_expiration(sid: int, body: dict[str, Any], query: dict[str, Any]) -> dict[str, Any]:
     fields, now = inputs.service_expiration(body), g.store.clock()
-    _, doc = g.store.update_service(sid, lambda doc: rules.set_expiration(doc, fields, now))
-    return render_service(doc, query)
+    return g.store.update_service(sid, lambda doc: rules.set_expiration(doc, fields, now),
+                                  _service(query))[0]
 
 
 @bp.operation("PUT", "/services/<id:sid>/extensions/<key>",
@@ -75,9 +90,37 @@ def set_expiration(sid: int, body: dict[str, Any], query: dict[str, Any]) -> dic
               defaults={"merge": True}, suffix="_merge")
 def service_extension(sid: int, key: str, merge: bool, body: Any,
                       query: dict[str, Any]) -> dict[str, Any]:
-    _, doc = g.store.update_service(
-        sid, lambda doc: rules.set_extension(doc, "service", key, body, merge))
-    return render_service(doc, query)
+    return g.store.update_service(
+        sid, lambda doc: rules.set_extension(doc, "service", key, body, merge),
+        _service(query))[0]
+
+
+@bp.operation("POST", "/services_composite/start",
+              "Find or start services, with a state and a task in each", role="write",
+              body=events.CompositeStart, body_required=True, query=query.CompositeQuery,
+              response="CompositeStarted")
+def composite_start(body: dict[str, Any], query: dict[str, Any]
+                    ) -> tuple[dict[str, Any], dict[str, str]]:
+    elements = inputs.composite(body)
+    create_new = query["create_new_services"]
+
+    def answer(results: list[dict[str, Any]]) -> tuple[dict[str, Any], dict[str, str]]:
+        first = results[0]  # Location: the first element's deepest resource
+        sid = first["service_id"]
+        if "task_id" in first:
+            where = location("get_task", "tasks", sid=sid, tid=first["task_id"])
+        elif "state_id" in first:
+            where = location("get_state", "states", sid=sid, stid=first["state_id"])
+        else:
+            where = location("get_service", sid=sid)
+        return {"services": results}, where
+
+    return g.store.find_or_create(
+        [composite.wanted(element) for element in elements],
+        lambda i, docs: composite.choose(elements[i], docs, create_new),
+        lambda i, sid, now: composite.new_service(elements[i], sid, now),
+        lambda i, doc, created: composite.apply(elements[i], doc, created),
+        answer)
 
 
 def _listing(selection: Selection, args: dict[str, Any], status: str | None

@@ -19,16 +19,21 @@ bp = ApiBlueprint("states", __name__)
               status=201, body=events.StateStart, response="StateCreated")
 def start_state(sid: int, body: dict[str, Any]) -> tuple[dict[str, int], dict[str, str]]:
     event = inputs.state_start(body)
-    state, _ = g.store.update_service(sid, lambda doc: rules.start_state(doc, event))
+    return g.store.update_service(sid, lambda doc: rules.start_state(doc, event), _created)[0]
+
+
+def _created(state: dict[str, Any], doc: dict[str, Any]
+             ) -> tuple[dict[str, int], dict[str, str]]:
     stid = state["state_id"]
-    return {"state_id": stid}, location("get_state", sid=sid, stid=stid)
+    return {"state_id": stid}, location("get_state", sid=doc["service_id"], stid=stid)
 
 
 @bp.operation("POST", "/services/<id:sid>/states/<id:stid>/end", "Complete a state",
               role="write", status=204, body=events.EndEvent, errors=(409,))
 def end_state(sid: int, stid: int, body: dict[str, Any]) -> None:
     event = inputs.end(body)
-    g.store.update_service(sid, lambda doc: rules.end_state(doc, stid, event))
+    g.store.update_service(sid, lambda doc: rules.end_state(doc, stid, event),
+                           lambda result, doc: (None, None))
 
 
 @bp.operation("POST", "/services/<id:sid>/states/transition",
@@ -37,9 +42,8 @@ def end_state(sid: int, stid: int, body: dict[str, Any]) -> None:
               errors=(409,))
 def transition(sid: int, body: dict[str, Any]) -> tuple[dict[str, int], dict[str, str]]:
     source, target = inputs.transition(body)
-    state, _ = g.store.update_service(sid, lambda doc: rules.transition(doc, source, target))
-    stid = state["state_id"]
-    return {"state_id": stid}, location("get_state", sid=sid, stid=stid)
+    return g.store.update_service(sid, lambda doc: rules.transition(doc, source, target),
+                                  _created)[0]
 
 
 @bp.operation("GET", "/services/<id:sid>/states", "List the states of a service",

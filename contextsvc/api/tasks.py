@@ -19,16 +19,20 @@ bp = ApiBlueprint("tasks", __name__)
               status=201, body=events.TaskStart, response="TaskCreated")
 def start_task(sid: int, body: dict[str, Any]) -> tuple[dict[str, int], dict[str, str]]:
     event = inputs.task_start(body)
-    task, _ = g.store.update_service(sid, lambda doc: rules.start_task(doc, event))
-    tid = task["task_id"]
-    return {"task_id": tid}, location("get_task", sid=sid, tid=tid)
+
+    def created(task: dict[str, Any], doc: dict[str, Any]
+                ) -> tuple[dict[str, int], dict[str, str]]:
+        return {"task_id": task["task_id"]}, location("get_task", sid=sid, tid=task["task_id"])
+
+    return g.store.update_service(sid, lambda doc: rules.start_task(doc, event), created)[0]
 
 
 @bp.operation("POST", "/services/<id:sid>/tasks/<id:tid>/end", "Complete a task",
               role="write", status=204, body=events.EndEvent, errors=(409,))
 def end_task(sid: int, tid: int, body: dict[str, Any]) -> None:
     event = inputs.task_end(body)
-    g.store.update_service(sid, lambda doc: rules.end_task(doc, tid, event))
+    g.store.update_service(sid, lambda doc: rules.end_task(doc, tid, event),
+                           lambda result, doc: (None, None))
 
 
 @bp.operation("GET", "/services/<id:sid>/tasks", "List the tasks of a service", role="read",

@@ -128,7 +128,7 @@ def sweep(ctx: Context, full: bool) -> None:
                     if full:  # the servers' daily refresh, now, then the sweep
                         with store.periodic("refresh", 0), \
                                 progress(None, length=store.count(), label="refresh") as bar:
-                            housekeeping.refresh(_Walked(store, bar), ctx.policy)
+                            housekeeping.refresh(_Walked(store, bar), ctx.policy, now=ctx.clock())
                     swept = housekeeping.sweep(store, ctx.policy, ctx.clock())
                     break
             if not told and sys.stderr.isatty():

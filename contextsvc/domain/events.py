@@ -21,7 +21,8 @@ from .housekeeping import PURGES
 
 PURGE_OPERATIONS = tuple(PURGES)
 # bodies that hold fields only: any other key is refused, not attached data
-STRICT_BODIES = ("ServiceExpiration", "Purge")
+STRICT_BODIES = ("ServiceExpiration", "Purge", "CompositeStart", "CompositeElement")
+MAX_COMPOSITE = 100  # elements of one composite start (one unit of work)
 
 # The fields of an event that are kept in its ``started``/``completed`` object.
 EVENT_FIELDS = ("timestamp", "session_id", "interaction_id", "application_type",
@@ -145,6 +146,33 @@ class Transition(SharedEvent):
 
     from_ = fields.Nested(TransitionFrom, data_key="from", required=True)
     to = fields.Nested(TransitionTo, required=True)
+
+
+class CompositeElement(Schema):
+    """One element of a composite start (API.md 10.3): the service to find or start,
+    and optionally a state and a task in it. Documentation; each part is validated
+    as the body of its own start (:func:`contextsvc.domain.inputs.composite`)."""
+
+    service = fields.Nested(ServiceStart, required=True)
+    state = fields.Nested(StateStart)
+    task = fields.Nested(TaskStart)
+    associate_state_task = StrictBoolean(metadata={
+        "example": True, "description": "the task belongs to the element's state"})
+
+
+class CompositeStart(Schema):
+    """``POST /services_composite/start``: find or start, per element."""
+
+    services = fields.List(fields.Nested(CompositeElement), required=True,
+                           validate=validate.Length(min=1, max=MAX_COMPOSITE))
+
+
+COMPOSITE_EXAMPLE = {"services": [{
+    "service": {"customer_id": "ABC1234", "contact_key": "408-832-7799",
+                "service_type": "new-wireless-account", "interaction_id": "IVR-0001"},
+    "state": {"state_type": "agent-queue", "queue": "wireless-sales"},
+    "task": {"task_type": "callback"},
+    "associate_state_task": True}]}
 
 
 class Event(SharedEvent):

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from . import lifecycle, timeutil
+from . import idempotency, lifecycle, timeutil
 from .lifecycle import Policy
 
 Doc = dict[str, Any]
@@ -50,7 +50,8 @@ class Swept:
 
 
 def _walk(store: Any, pick: Callable[[Doc], bool] | None, change: Callable[[Doc], bool | None],
-          batch: int, due_by: str | None = None, upto: int | None = None) -> tuple[int, int]:
+          batch: int, due_by: str | None = None, upto: int | None = None,
+          tick: Callable[[], None] | None = None) -> tuple[int, int]:
     """Walk the services with ids up to ``upto`` (all when None) in batches: ``pick``
     chooses from each as read without the lock (None: every service of the batch),
     ``change`` applies to the chosen ones in one unit of work."""
@@ -68,6 +69,8 @@ def _walk(store: Any, pick: Callable[[Doc], bool] | None, change: Callable[[Doc]
         if chosen:
             done = store.rewrite_services(chosen, change)
             written, deleted = written + done[0], deleted + done[1]
+        if tick is not None:
+            tick()
         time.sleep(min(time.monotonic() - began, REST_MAX))
 
 
@@ -88,8 +91,9 @@ def sweep(store: Any, policy: Policy, now: datetime, batch: int = BATCH) -> Swep
 
     def change(doc: Doc) -> bool | None:
         nonlocal completed
+        pruned = idempotency.prune(doc, now)  # records of idempotency keys that expired
         if not is_due(doc):
-            return lifecycle.mark_due(doc, policy)
+            return lifecycle.mark_due(doc, policy) or pruned
         if not lifecycle.settle(doc, policy, now):
             return None
         completed += 1
@@ -103,27 +107,32 @@ def sweep(store: Any, policy: Policy, now: datetime, batch: int = BATCH) -> Swep
     return Swept(removed=deleted, completed=completed)
 
 
-def refresh(store: Any, policy: Policy, batch: int = BATCH) -> int:
+def refresh(store: Any, policy: Policy, batch: int = BATCH, now: datetime | None = None) -> int:
     """Read every service and record the ``due`` moment of those whose record is
     stale (written before lifecycle existed, or under another configuration), so
     that sweeps find them. Removes and completes nothing itself: the next sweep
     does. Returns how many records it corrected."""
+    moment = now or lifecycle.utc_now()
 
     def change(doc: Doc) -> bool | None:
+        # no write keeps an expired record of an idempotency key: its key may be
+        # recorded anew elsewhere, and the store indexes the latest write of a key
+        idempotency.prune(doc, moment)
         return lifecycle.mark_due(doc, policy)
 
     return _walk(store, lambda doc: _stale(doc, policy), change, batch)[0]
 
 
 def _stale(doc: Doc, policy: Policy) -> bool:
-    moment = lifecycle.due(doc, policy)
+    moment = lifecycle.next_due(doc, policy)
     return doc.get("due") != (timeutil.format(moment) if moment is not None else None)
 
 
 def purge(store: Any, limit: str, operation: str, policy: Policy, now: datetime,
-          batch: int = BATCH) -> int:
+          batch: int = BATCH, tick: Callable[[], None] | None = None) -> int:
     """Remove the services started before ``limit`` (a normalized timestamp) that
-    the purge ``operation`` names, as they are at ``now``. Returns how many."""
+    the purge ``operation`` names, as they are at ``now``. Returns how many.
+    ``tick`` is called after each batch."""
     wanted = PURGES[operation]
 
     def pick(doc: Doc) -> bool:
@@ -136,7 +145,7 @@ def purge(store: Any, limit: str, operation: str, policy: Policy, now: datetime,
     with _removing(store):
         # the services that exist now: a walk that also took those created meanwhile
         # might never end under a steady write load
-        deleted = _walk(store, pick, change, batch, upto=store.last_id())[1]
+        deleted = _walk(store, pick, change, batch, upto=store.last_id(), tick=tick)[1]
         if deleted:
             store.compact(above=RECLAIM_ABOVE)
     return deleted

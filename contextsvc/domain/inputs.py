@@ -11,7 +11,7 @@ from typing import Any, NamedTuple
 from marshmallow import Schema, ValidationError
 
 from ..errors import Invalid
-from .events import SCHEMAS, START_ONLY
+from .events import MAX_COMPOSITE, SCHEMAS, START_ONLY
 from .model import RESERVED
 
 
@@ -162,3 +162,59 @@ def transition(body: Mapping[str, Any]) -> tuple[Input, Input]:
                    SCHEMAS["SharedEvent"])
     return (Input({**shared.fields, **source.fields}, {**shared.data, **source.data}),
             Input({**shared.fields, **target.fields}, {**shared.data, **target.data}))
+
+
+class Element(NamedTuple):
+    """One element of a composite start."""
+
+    service: Input
+    state: Input | None
+    task: Input | None
+    associate_state_task: bool
+
+
+_ELEMENT_KEYS = ("service", "state", "task", "associate_state_task")
+
+
+def composite(body: Mapping[str, Any]) -> list[Element]:
+    """The elements of a composite start (API.md 10.3), each part validated as the
+    body of its own start; errors name the element (``services.1.service.customer_id``)."""
+    extra = [key for key in body if key != "services"]
+    if extra:
+        raise invalid({key: ["Unknown field."] for key in extra}, "body")
+    items = body.get("services")
+    if not isinstance(items, list) or not 1 <= len(items) <= MAX_COMPOSITE:
+        raise invalid({"services": [f"Required: a list of 1 to {MAX_COMPOSITE} elements."]},
+                      "body")
+    elements = []
+    for i, item in enumerate(items):
+        at = f"services.{i}"
+        if not isinstance(item, dict):
+            raise invalid({at: ["Not an object."]}, "body")
+        unknown = [key for key in item if key not in _ELEMENT_KEYS]
+        if unknown:
+            raise invalid({f"{at}.{key}": ["Unknown field."] for key in unknown}, "body")
+        parts: dict[str, Input | None] = {}
+        for name, schema, allow in (("service", "ServiceStart",
+                                     _EXPIRATION + ("auto_complete_after",)),
+                                    ("state", "StateStart", ()),
+                                    ("task", "TaskStart", ("state_id",))):
+            part = item.get(name)
+            if part is None and name != "service":
+                parts[name] = None
+            elif not isinstance(part, dict):
+                raise invalid({f"{at}.{name}": ["Missing or not an object." if name == "service"
+                                                else "Not an object."]}, "body")
+            else:
+                parts[name] = split(part, SCHEMAS[schema], allow=allow, prefix=f"{at}.{name}.")
+        tied = item.get("associate_state_task")
+        if tied is not None and not isinstance(tied, bool):
+            raise invalid({f"{at}.associate_state_task": ["Must be true or false."]}, "body")
+        if tied and (parts["state"] is None or parts["task"] is None):
+            raise invalid({f"{at}.associate_state_task": ["Needs a state and a task."]}, "body")
+        if tied and "state_id" in parts["task"].fields:  # type: ignore[union-attr]
+            raise invalid({f"{at}.task.state_id": [
+                "The task belongs to the element's state (associate_state_task)."]}, "body")
+        elements.append(Element(parts["service"], parts["state"], parts["task"],  # type: ignore[arg-type]
+                                bool(tied)))
+    return elements

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from . import timeutil
+from . import idempotency, timeutil
 
 Doc = dict[str, Any]
 
@@ -115,10 +115,17 @@ def due(doc: Doc, policy: Policy) -> datetime | None:
     return min(moments) if moments else None
 
 
+def next_due(doc: Doc, policy: Policy) -> datetime | None:
+    """The next moment housekeeping has something to write for this service: its
+    own lifecycle, or a record of an idempotency key to drop."""
+    moments = [m for m in (due(doc, policy), idempotency.expiry(doc)) if m is not None]
+    return min(moments) if moments else None
+
+
 def mark_due(doc: Doc, policy: Policy) -> bool:
     """Record in ``doc["due"]`` when housekeeping next has work for it (the store
     indexes it, so that a sweep reads only what is due). Returns whether it changed."""
-    moment = due(doc, policy)
+    moment = next_due(doc, policy)
     value = timeutil.format(moment) if moment is not None else None
     if doc.get("due") == value:
         return False

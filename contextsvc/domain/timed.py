@@ -10,16 +10,19 @@ rule; housekeeping works on the plain store and writes down what this one shows.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime
 from typing import Any
 
 from ..errors import NotFound
-from ..storage.base import Doc, Selection, ServiceStore, T
-from . import lifecycle
+from ..storage.base import Doc, RequestKey, Selection, ServiceStore, T
+from . import idempotency, lifecycle, timeutil, versions
 from .lifecycle import Policy, utc_now
 
 Clock = Callable[[], datetime]
+# makes the answer to a request from a write's result and the service as written
+# (lifecycle fields shown): (body or None, headers)
+Answer = Callable[[Any, Doc], tuple[Any, "dict[str, str] | None"]]
 
 
 class TimedSelection(Selection):
@@ -74,9 +77,58 @@ class TimedStore:
              due_by: str | None = None) -> Selection:
         return TimedSelection(self.store.scan(after, limit, due_by), self, self.clock())
 
+    def find_request(self, key: str) -> Doc | None:
+        """The live record of idempotency key ``key``, if any."""
+        return self.store.find_request(RequestKey(key, timeutil.format(self.clock())))
+
+    def etag(self, doc: Doc) -> str:
+        """The ETag of ``doc`` as read or written through this store."""
+        return versions.etag(doc, lifecycle.shown(doc, self.policy))
+
     # ---------------------------------------------------------------- writing
-    def create_service(self, build: Callable[[int], Doc]) -> Doc:
-        return self.create_services([build])[0]
+    # Every client write: drops the expired records of idempotency keys, counts a
+    # version, moves ``updated`` and the due moment. With ``answer``, the answer to
+    # the request is made in the unit of work, and recorded there when the request
+    # carries an idempotency key (``self.request``); the call then returns it in
+    # place of what ``change`` returned. ``self.if_match`` (If-Match) is checked in
+    # the unit of work, before any change.
+    request: idempotency.Pending | None = None
+    if_match: list[str] | str | None = None
+
+    def _key(self, now: datetime) -> RequestKey | None:
+        if self.request is None:
+            return None
+        return RequestKey(self.request.key, timeutil.format(now))
+
+    def _written(self, doc: Doc, now: datetime) -> None:
+        idempotency.prune(doc, now)
+        versions.bump(doc)
+        lifecycle.touch(doc, now)
+
+    def _answered(self, doc: Doc, answer: Answer, result: Any, now: datetime) -> Any:
+        out = answer(result, self._shown(doc))
+        if self.request is not None:
+            body, headers = out
+            idempotency.record(doc, self.request, body, (headers or {}).get("Location"), now)
+        return out
+
+    def _shown(self, doc: Doc) -> Doc:
+        return {**doc, **lifecycle.shown(doc, self.policy)}
+
+    def create_service(self, build: Callable[[int], Doc], answer: Answer | None = None) -> Any:
+        """The new service's document; with ``answer``, what it returned."""
+        now, out = self.clock(), []
+
+        def make(sid: int) -> Doc:
+            doc = build(sid)
+            self._written(doc, now)
+            if answer is not None:
+                out.append(self._answered(doc, answer, doc, now))
+            lifecycle.mark_due(doc, self.policy)
+            return doc
+
+        doc = self.store.create_service(make, self._key(now))
+        return out[0] if answer is not None else (self.settled(doc, now) or doc)
 
     def create_services(self, builds: Iterable[Callable[[int], Doc]]) -> list[Doc]:
         now = self.clock()
@@ -84,7 +136,7 @@ class TimedStore:
         def timed(build: Callable[[int], Doc]) -> Callable[[int], Doc]:
             def make(sid: int) -> Doc:
                 doc = build(sid)
-                lifecycle.touch(doc, now)
+                self._written(doc, now)
                 lifecycle.mark_due(doc, self.policy)
                 return doc
             return make
@@ -92,20 +144,52 @@ class TimedStore:
         docs = self.store.create_services([timed(build) for build in builds])
         return [self.settled(doc, now) or doc for doc in docs]
 
-    def update_service(self, sid: int, change: Callable[[Doc], T]) -> tuple[T, Doc]:
+    def update_service(self, sid: int, change: Callable[[Doc], T],
+                       answer: Answer | None = None) -> tuple[Any, Doc]:
         now = self.clock()
 
-        def timed(doc: Doc) -> T:
+        def timed(doc: Doc) -> Any:
             if not lifecycle.settle(doc, self.policy, now):
                 raise NotFound(f"There is no service {sid}")
+            if self.if_match is not None:
+                versions.check(self.if_match, self.etag(doc))
             result = change(doc)
-            lifecycle.touch(doc, now)
+            self._written(doc, now)
+            if answer is not None:
+                result = self._answered(doc, answer, result, now)
             lifecycle.mark_due(doc, self.policy)
             return result
 
-        result, doc = self.store.update_service(sid, timed)
+        result, doc = self.store.update_service(sid, timed, self._key(now))
         doc.update(lifecycle.shown(doc, self.policy))
         return result, doc
+
+    def find_or_create(self, wanted: Sequence[tuple[str | None, str | None]],
+                       choose: Callable[[int, list[Doc]], Doc | None],
+                       build: Callable[[int, int, datetime], Doc],
+                       change: Callable[[int, Doc, bool], T],
+                       answer: Callable[[list[T]], tuple[Any, dict[str, str]]]) -> Any:
+        """Find or create (see the store's contract) with the services as time makes
+        them: expired ones are not candidates, idle ones are completed. Returns what
+        ``answer`` made of the elements' results."""
+        now, results, out = self.clock(), [], []
+        last = len(wanted) - 1
+
+        def settled(i: int, docs: list[Doc]) -> Doc | None:
+            return choose(i, [doc for doc in docs if lifecycle.settle(doc, self.policy, now)])
+
+        def timed(i: int, doc: Doc, created: bool) -> T:
+            result = change(i, doc, created)
+            results.append(result)
+            self._written(doc, now)
+            if i == last:  # the request's answer, kept with the last service it wrote
+                out.append(self._answered(doc, lambda r, _: answer(r), results, now))
+            lifecycle.mark_due(doc, self.policy)
+            return result
+
+        self.store.find_or_create(wanted, settled, lambda i, sid: build(i, sid, now), timed,
+                                  self._key(now))
+        return out[0]
 
     def delete_service(self, sid: int) -> None:
         now = self.clock()
@@ -113,6 +197,8 @@ class TimedStore:
         def gone(doc: Doc) -> None:
             if not lifecycle.settle(doc, self.policy, now):
                 raise NotFound(f"There is no service {sid}")
+            if self.if_match is not None:
+                versions.check(self.if_match, self.etag(doc))
 
         if self.store.rewrite_services([sid], gone)[1] == 0:
             raise NotFound(f"There is no service {sid}")

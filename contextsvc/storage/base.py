@@ -17,19 +17,43 @@ Guarantees every method gives:
 * **Errors** are the domain errors of :mod:`contextsvc.errors`: ``NotFound``,
   ``Conflict`` (an id that exists, on import), ``TooLarge``, ``StoreBusy``,
   ``StoreFailure`` (with ``StoreReplaced``) and, at open, ``StoreCorrupt``.
+* **Request records** (API.md 10.1). A document may hold ``requests``, a dict of
+  idempotency key -> record (a JSON object with an ``until`` timestamp, after which
+  it counts as absent); the store's own document (see :meth:`ServiceStore.put_request`)
+  holds those of requests that changed no one service. The store indexes every
+  key, so that :meth:`ServiceStore.find_request` finds a record wherever it is kept,
+  and a write given ``key=`` raises :class:`Recorded` (and writes nothing) when
+  the key has a live record: the check and the write are one unit of work.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Any, Protocol, TypeVar
+from typing import Any, NamedTuple, Protocol, TypeVar
 
 Doc = dict[str, Any]
 T = TypeVar("T")
 MAX_SERVICE_ID = 2**53 - 1
 ON_CONFLICT = ("fail", "skip", "replace")
+
+
+class RequestKey(NamedTuple):
+    """An idempotency key, and the moment (a normalized timestamp) at which records
+    whose ``until`` is not later count as absent."""
+
+    name: str
+    now: str
+
+
+class Recorded(Exception):  # noqa: N818 - not an error: the answer is already known
+    """Raised by a write given a ``key`` that already has a live record: nothing was
+    written; ``record`` is what the key's first request recorded."""
+
+    def __init__(self, record: dict[str, Any]):
+        super().__init__("this idempotency key is recorded")
+        self.record = record
 
 
 class Reader(Protocol):
@@ -112,17 +136,56 @@ class ServiceStore(Protocol):
         """The highest service id handed out so far (0 when none): a walk that
         should not take services created after it began stops there."""
 
+    def find_request(self, key: RequestKey) -> Doc | None:
+        """The live record of idempotency key ``key.name``, wherever it is kept;
+        None when there is none. An engine may answer from memory with a record it
+        has handed out before, while that record is live and holds an answer (such
+        a record never changes), even if the service that held it was deleted since:
+        the write that a key protects is checked in its own unit of work anyway."""
+
     # ---------------------------------------------------------------- writing
-    def create_service(self, build: Callable[[int], Doc]) -> Doc:
+    # ``key``: see "Request records" above; Recorded is raised before anything runs.
+    def create_service(self, build: Callable[[int], Doc], key: RequestKey | None = None
+                       ) -> Doc:
         """Give ``build`` a new service id and store the document it returns."""
 
-    def create_services(self, builds: Iterable[Callable[[int], Doc]]) -> list[Doc]:
+    def create_services(self, builds: Iterable[Callable[[int], Doc]],
+                        key: RequestKey | None = None) -> list[Doc]:
         """Several new services in one unit of work."""
 
-    def update_service(self, sid: int, change: Callable[[Doc], T]) -> tuple[T, Doc]:
+    def update_service(self, sid: int, change: Callable[[Doc], T],
+                       key: RequestKey | None = None) -> tuple[T, Doc]:
         """Read service ``sid``, let ``change`` edit it in place, store the result.
         Whatever ``change`` raises propagates and nothing is written. Returns what
         ``change`` returned and the stored document."""
+
+    def find_or_create(self, wanted: Sequence[tuple[str | None, str | None]],
+                       choose: Callable[[int, list[Doc]], Doc | None],
+                       build: Callable[[int, int], Doc],
+                       change: Callable[[int, Doc, bool], T],
+                       key: RequestKey | None = None) -> list[tuple[T, Doc, bool]]:
+        """Find or create services, in one unit of work (API.md 10.3: two callers
+        racing on the same customer get one service). For each element ``i`` of
+        ``wanted``, a pair ``(customer_id, contact_key)``, in turn: the candidates
+        are the services of ``customer_id`` when it is given, else the anonymous
+        services of ``contact_key``, in id order and as this unit has left them
+        (earlier elements' changes and new services included); ``choose(i,
+        candidates)`` returns one of them, or None for a new service, which
+        ``build(i, sid)`` makes; ``change(i, doc, created)`` edits the service.
+        Every service chosen or made is stored, in one write that happens whole or
+        not at all; whatever a callable raises propagates and nothing is written.
+        Returns ``(what change returned, the stored document, created)`` per
+        element."""
+
+    def put_request(self, key: RequestKey, record: Doc | None,
+                    unless: Callable[[Doc], bool] | None = None) -> None:
+        """Keep ``record`` under ``key.name`` in the store's own document (None
+        removes it), for requests whose effect spans several units of work (a
+        purge). With ``unless``: when the key has a live record for which
+        ``unless(record)`` is true, raise :class:`Recorded` and store nothing.
+        Records of the store's own document that are no longer live are dropped.
+        Replacing or removing is meant for claims (records without an answer),
+        which :meth:`find_request` never answers from memory."""
 
     def delete_service(self, sid: int) -> None:
         """Remove service ``sid``; ``NotFound`` when there is none. Its id is not

@@ -13,10 +13,11 @@ fails, it raises although other workers may already read the write).
 from __future__ import annotations
 
 import bisect
+import json
 import logging
 import os
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from typing import NamedTuple
 
@@ -29,13 +30,34 @@ from ..errors import (
     StoreReplaced,
     TooLarge,
 )
-from .base import MAX_SERVICE_ID, ON_CONFLICT, Doc, Progress, Selection, StoreStats, T
+from .base import (
+    MAX_SERVICE_ID,
+    ON_CONFLICT,
+    Doc,
+    Progress,
+    Recorded,
+    RequestKey,
+    Selection,
+    StoreStats,
+    T,
+)
 from .logfile import LogFile
 from .memory import MemoryLog
-from .records import Keys, Location, encode, index_keys
+from .records import (
+    NO_KEYS,
+    REQUESTS,
+    STORE_DOC,
+    Keys,
+    Location,
+    encode,
+    encode_store_doc,
+    index_keys,
+)
 from .tinydbfiles import import_tinydb_file
 
 log = logging.getLogger(__name__)
+KNOWN = 4096  # records of idempotency keys a process keeps in memory, for retries
+_decode = json.JSONDecoder().decode
 
 
 class Row(NamedTuple):
@@ -43,6 +65,7 @@ class Row(NamedTuple):
     customer_id: str | None
     contact_key: str | None
     due: str | None
+    requests: tuple[str, ...] = NO_KEYS  # idempotency keys the document holds
 
 
 class LogStore:
@@ -58,6 +81,7 @@ class LogStore:
         self._mutex = threading.RLock()
         self._wait = lock_timeout
         self._refused: StoreReplaced | None = None
+        self._known: dict[str, tuple[str, str]] = {}  # key -> (until, record as JSON)
         self._reset()
         try:
             with self._turn():
@@ -98,6 +122,10 @@ class LogStore:
         self._dead = 0  # deleted ids still in _order
         self._live = 0
         self._last_id = self.engine.last_id
+        # idempotency key -> the service whose document holds its record (0: the store's
+        # own document); _own is where that one is and the keys it holds
+        self._requests: dict[str, int] = {}
+        self._own: Row | None = None
 
     def _sync(self) -> None:
         if self._refused is not None:
@@ -118,7 +146,13 @@ class LogStore:
             raise
 
     def _apply(self, sid: int, loc: Location, keys: Keys | None) -> None:
+        if sid == STORE_DOC:
+            self._index_requests(sid, self._own, keys)
+            self._own = None if keys is None else Row(loc, *keys)
+            return
         old = self._rows.pop(sid, None)
+        if old is not None or (keys is not None and keys[3]):
+            self._index_requests(sid, old, keys)
         if old is None and keys is not None:
             self._add_to_order(sid)
         elif old is not None and keys is None:
@@ -140,6 +174,17 @@ class LogStore:
             self._by_customer.setdefault(row.customer_id, set()).add(sid)
         elif row.contact_key is not None:
             self._anonymous.setdefault(row.contact_key, set()).add(sid)
+
+    def _index_requests(self, sid: int, old: Row | None, keys: Keys | None) -> None:
+        """The latest write of a key's record wins: a record is written only when no
+        live one exists, and every write of a document first drops its expired ones."""
+        new = keys[3] if keys is not None else NO_KEYS
+        if old is not None:
+            for key in old.requests:
+                if key not in new and self._requests.get(key) == sid:
+                    del self._requests[key]
+        for key in new:
+            self._requests[key] = sid
 
     @contextmanager
     def _turn(self) -> Iterator[None]:
@@ -212,6 +257,42 @@ class LogStore:
             raise self.engine._replaced("was changed other than by appending")
         return doc
 
+    def find_request(self, key: RequestKey) -> Doc | None:
+        # A live record with an answer never changes (a key is recorded again only
+        # once its record expired), so a retry of a request this process has seen
+        # is answered from memory, without the lock: retries cost less than reads.
+        known = self._known.get(key.name)
+        if known is not None and known[0] > key.now:
+            return _decode(known[1])  # a copy, as every document handed out
+        with self._turn(), self.engine.locked(False):
+            self._sync()
+            record = self._request(key)
+        if record is not None and "running_until" not in record:
+            if len(self._known) >= KNOWN:
+                del self._known[next(iter(self._known))]  # the oldest
+            self._known[key.name] = (record["until"], json.dumps(record))
+        return record
+
+    def _request(self, key: RequestKey | None) -> Doc | None:
+        """Under the lock: the live record of ``key``, wherever it is kept."""
+        if key is None:
+            return None
+        sid = self._requests.get(key.name)
+        if sid is None:
+            return None
+        if sid == STORE_DOC:
+            assert self._own is not None
+            doc = self.engine.read(self._own.loc)
+        else:
+            doc = self._read(sid)
+        record = doc.get(REQUESTS, {}).get(key.name)
+        return record if record is not None and record.get("until", "") > key.now else None
+
+    def _check(self, key: RequestKey | None) -> None:
+        record = self._request(key)
+        if record is not None:
+            raise Recorded(record)
+
     def count(self) -> int:
         with self._turn(), self.engine.locked(False):
             self._sync()
@@ -229,15 +310,17 @@ class LogStore:
         return row
 
     # ----------------------------------------------------------------- writing
-    def create_service(self, build: Callable[[int], Doc]) -> Doc:
+    def create_service(self, build: Callable[[int], Doc], key: RequestKey | None = None) -> Doc:
         """Give ``build`` a new service id and store the document it returns."""
-        return self.create_services([build])[0]
+        return self.create_services([build], key)[0]
 
-    def create_services(self, builds: Iterable[Callable[[int], Doc]]) -> list[Doc]:
+    def create_services(self, builds: Iterable[Callable[[int], Doc]],
+                        key: RequestKey | None = None) -> list[Doc]:
         """Several new services in one durable write (used for bulk loading)."""
         with self._turn():
             with self.engine.locked(True):
                 self._sync()
+                self._check(key)
                 docs = []
                 sid = self._last_id
                 for build in builds:
@@ -249,7 +332,8 @@ class LogStore:
             self.engine.sync()
             return [doc for _, doc in docs]
 
-    def update_service(self, sid: int, change: Callable[[Doc], T]) -> tuple[T, Doc]:
+    def update_service(self, sid: int, change: Callable[[Doc], T],
+                       key: RequestKey | None = None) -> tuple[T, Doc]:
         """Read service ``sid``, let ``change`` edit it in place, store the result.
 
         Whatever ``change`` raises propagates and nothing is written. Returns what
@@ -258,11 +342,69 @@ class LogStore:
         with self._turn():
             with self.engine.locked(True):
                 self._sync()
+                self._check(key)
                 doc = self._read(sid)
                 result = change(doc)
                 self._write([(sid, doc)])
             self.engine.sync()
             return result, doc
+
+    def find_or_create(self, wanted: Sequence[tuple[str | None, str | None]],
+                       choose: Callable[[int, list[Doc]], Doc | None],
+                       build: Callable[[int, int], Doc],
+                       change: Callable[[int, Doc, bool], T],
+                       key: RequestKey | None = None) -> list[tuple[T, Doc, bool]]:
+        with self._turn():
+            with self.engine.locked(True):
+                self._sync()
+                self._check(key)
+                here: dict[int, Doc] = {}  # read or made in this unit, as changed so far
+                chosen: dict[int, Doc] = {}
+                out = []
+                sid = self._last_id
+                for i, (customer_id, contact_key) in enumerate(wanted):
+                    index = (self._by_customer.get(customer_id, ()) if customer_id is not None
+                             else self._anonymous.get(contact_key or "", ()))
+                    sids = set(index)
+                    for known, doc in here.items():  # as this unit left them
+                        if _owned(doc, customer_id, contact_key):
+                            sids.add(known)
+                        else:
+                            sids.discard(known)
+                    for each in sids:
+                        if each not in here:
+                            here[each] = self._read(each)
+                    doc = choose(i, [here[each] for each in sorted(sids)])
+                    created = doc is None
+                    if doc is None:
+                        sid += 1
+                        if sid > MAX_SERVICE_ID:
+                            raise StoreFailure("No service ids are left below 2^53")
+                        doc = here[sid] = build(i, sid)
+                    out.append((change(i, doc, created), doc, created))
+                    chosen[doc["service_id"]] = doc
+                self._write(sorted(chosen.items()))
+            self.engine.sync()
+            return out
+
+    def put_request(self, key: RequestKey, record: Doc | None,
+                    unless: Callable[[Doc], bool] | None = None) -> None:
+        with self._turn():
+            with self.engine.locked(True):
+                self._sync()
+                current = self._request(key)
+                if current is not None and unless is not None and unless(current):
+                    raise Recorded(current)
+                self._known.pop(key.name, None)
+                own = self.engine.read(self._own.loc) if self._own is not None else {}
+                records = {name: rec for name, rec in own.get(REQUESTS, {}).items()
+                           if rec.get("until", "") > key.now}  # expired ones go
+                if record is None:
+                    records.pop(key.name, None)
+                else:
+                    records[key.name] = record
+                self._write([(STORE_DOC, {REQUESTS: records})])
+            self.engine.sync()
 
     def delete_service(self, sid: int) -> None:
         with self._turn():
@@ -321,7 +463,8 @@ class LogStore:
             return len(docs)
 
     def _write(self, items: list[tuple[int, Doc | None]]) -> None:
-        bodies = [(sid, None if doc is None else encode(doc)) for sid, doc in items]
+        bodies = [(sid, None if doc is None else encode_store_doc(doc) if sid == STORE_DOC
+                   else encode(doc)) for sid, doc in items]
         for sid, body in bodies:
             if body is not None and len(body) > self.max_service_bytes:
                 raise TooLarge(f"Service {sid} would take {len(body)} bytes, more than the "
@@ -358,8 +501,12 @@ class LogStore:
 
     def _compact(self) -> None:
         sids = sorted(self._rows)
-        docs = ((sid, self.engine.read_raw(self._rows[sid].loc)) for sid in sids)
+        own = [self._own] if self._own is not None else []
+        docs = [(STORE_DOC, self.engine.read_raw(row.loc)) for row in own]
+        docs += ((sid, self.engine.read_raw(self._rows[sid].loc)) for sid in sids)
         locations = self.engine.rewrite(docs, self._last_id)
+        if own:
+            self._own = self._own._replace(loc=locations.pop(0))  # type: ignore[union-attr]
         self._order, self._dead = sids, 0
         self._live = 0
         for sid, loc in zip(sids, locations, strict=True):
@@ -379,8 +526,9 @@ class LogStore:
 
     def _stats(self) -> StoreStats:
         size = self.engine.size()
+        own = [(STORE_DOC, self._own.loc[1])] if self._own is not None else []
         packed = self.engine.packed_size(
-            ((sid, row.loc[1]) for sid, row in self._rows.items()), self._last_id)
+            [*own, *((sid, row.loc[1]) for sid, row in self._rows.items())], self._last_id)
         return StoreStats(len(self._rows), size, max(0, size - packed))
 
     def backup(self, dest: str, overwrite: bool = False,
@@ -389,7 +537,9 @@ class LogStore:
         copy happens under the shared lock; the copy is written, and verified,
         after it is released."""
         def live() -> Iterator[tuple[int, Location]]:  # read, under the lock, by engines
-            rows = self._rows                           # that have no file to copy
+            if self._own is not None:                   # that have no file to copy
+                yield STORE_DOC, self._own.loc
+            rows = self._rows
             for sid in sorted(rows):
                 yield sid, rows[sid].loc
 
@@ -400,6 +550,14 @@ class LogStore:
             return image.save(dest, overwrite, progress)
         finally:
             image.close()
+
+
+def _owned(doc: Doc, customer_id: str | None, contact_key: str | None) -> bool:
+    """Whether ``doc`` is among the customer's services (customer_id given) or the
+    anonymous services of contact_key, as the indexes would have it."""
+    if customer_id is not None:
+        return doc.get("customer_id") == customer_id
+    return doc.get("customer_id") is None and doc.get("contact_key") == contact_key
 
 
 def _discard(index: dict[str, set[int]], key: str, sid: int) -> None:

@@ -1,12 +1,18 @@
 """The JSON-file engine: a TinyDB file that is written by appending.
 
-The file is an ordinary TinyDB JSON document, laid out one record per line::
+The file is an ordinary TinyDB JSON document, laid out one append per line (most
+appends are one record)::
 
     {"_meta": {"1": {"format": 1, "last_service_id": 41}}, "services": {
     "7": {"service_id": 7, ...}
     ,"8": {"service_id": 8, ...}
     ,"7": {"service_id": 7, ...newer version...}
+    ,"9":  {"service_id": 9, ...},"10": {"service_id": 10, ...}
     }}
+
+An append of several records (a batch, a find-or-create over several services) is
+one line, so that a crash leaves all of it or none. Id 0 is the store's own
+document (request records that belong to no one service), never a service.
 
 A write never rewrites what is there: it puts the new versions of the documents it
 changed over the closing ``}}`` line, adds a new ``}}`` line, and calls
@@ -48,7 +54,16 @@ from typing import Any, TypeVar
 
 from ..errors import StoreBusy, StoreCorrupt, StoreFailure, StoreReplaced
 from .base import Progress, StoreStats
-from .records import TOMBSTONE, Location, Record, decode, index_keys, keys_at
+from .records import (
+    REQUESTS,
+    STORE_DOC,
+    TOMBSTONE,
+    Location,
+    Record,
+    decode,
+    index_keys,
+    keys_at,
+)
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +73,12 @@ HEADER_END = b', "services": {\n'
 TRAILER = b"}}\n"
 PAD_MIN = 1 << 20  # the file grows by at least this much whitespace at a time...
 PAD_SHORT = 4096   # ...unless the disk is too full for that
-_RECORD = re.compile(rb',?"([1-9][0-9]{0,15})": ')
+_RECORD = re.compile(rb',?"(0|[1-9][0-9]{0,15})": ')
+# An append of several records is one line: the first record's key is followed by
+# two spaces, the others start with ``,"<id>": `` (a sequence compact JSON never
+# holds outside a string, and inside one a quote is escaped). A crash leaves a torn
+# line, which readers ignore whole: such an append happens entirely or not at all.
+_NEXT = re.compile(rb',"(0|[1-9][0-9]{0,15})": ')
 _READ_ONLY = (errno.EROFS, errno.EACCES, errno.EPERM)
 # What the last writer left in the lock file: the data file's inode and the end of
 # its records. A process that has not read the file for a while cannot tell a file
@@ -276,12 +296,12 @@ class LogFile:
         for offset, line in self._lines(self._end):
             if offset >= end:
                 break
-            record = self._parse(line, offset)
-            if record is None:  # cannot be, before a recorded end: read it all under the lock
+            records = self._parse(line, offset)
+            if records is None:  # cannot be, before a recorded end: read it all under the lock
                 self.forget()
                 raise StoreReplaced(f"{self.path} changed while it was read")
-            count += 1
-            yield record
+            count += len(records)
+            yield from records
         self._end, self._count = end, count
 
     def _replaced(self, what: str) -> StoreReplaced:
@@ -389,15 +409,15 @@ class LogFile:
                 if whole:
                     self._check_padding(offset + len(TRAILER))
                 return
-            record = self._parse(line, offset)
-            if record is None:
+            records = self._parse(line, offset)
+            if records is None:
                 # A writer died mid-write: nothing it wrote was acknowledged.
                 self._end, self._count = offset, count
                 self._garbage = offset + len(line)
                 self._check_tail(self._garbage)
                 return
-            count, good = count + 1, offset + len(line)
-            yield record
+            count, good = count + len(records), offset + len(line)
+            yield from records
         # the file ends without a trailer: a writer died while growing it
         self._end, self._count, self._garbage = good, count, max(good, 1)
 
@@ -417,17 +437,32 @@ class LogFile:
         if zeroes:  # left by a crash while the file grew: blanked by the next writer
             self._garbage = offset
 
-    def _parse(self, line: bytes, offset: int) -> Record | None:
+    def _parse(self, line: bytes, offset: int) -> list[Record] | None:
+        """The records of one line (one append), or None when it is not whole."""
         match = _RECORD.match(line)
         if match is None or not line.endswith(b"}\n"):
             return None
-        start = match.end()
-        loc = (offset + start, len(line) - start - 1)
-        sid = int(match.group(1))
-        if line.startswith(TOMBSTONE, start) and loc[1] == len(TOMBSTONE):
-            return sid, loc, None
-        keys = keys_at(line, start)
-        return None if keys is None else (sid, loc, keys)
+        start, end = match.end(), len(line) - 1
+        # (id, where its document begins, where it ends)
+        marks = [(int(match.group(1)), start, end)]
+        if line.startswith(b" ", start):  # several records (see _NEXT)
+            marks[0] = (marks[0][0], start + 1, end)
+            for mark in _NEXT.finditer(line, start + 1):
+                if line[mark.start() - 1:mark.start()] != b"}":
+                    return None
+                marks[-1] = (*marks[-1][:2], mark.start())
+                marks.append((int(mark.group(1)), mark.end(), end))
+        records: list[Record] = []
+        for sid, begin, stop in marks:
+            loc = (offset + begin, stop - begin)
+            if line.startswith(TOMBSTONE, begin) and loc[1] == len(TOMBSTONE):
+                records.append((sid, loc, None))
+                continue
+            keys = keys_at(line, begin, stop)
+            if keys is None:
+                return None
+            records.append((sid, loc, keys))
+        return records
 
     def _check_tail(self, offset: int) -> None:
         """A bad line is a torn write only if no good record follows it."""
@@ -455,14 +490,20 @@ class LogFile:
             self._writable_fd()
         parts: list[bytes] = []
         locations: list[Location] = []
+        items = list(items)
         offset, count = self._end, self._count
-        for sid, body in items:
+        for n, (sid, body) in enumerate(items):
             body = TOMBSTONE if body is None else body
             prefix = b'%s"%d": ' % (b"," if count else b"", sid)
+            if n == 0 and len(items) > 1:
+                prefix += b" "  # one line for the whole append (see _NEXT)
             locations.append((offset + len(prefix), len(body)))
-            parts += (prefix, body, b"\n")
-            offset += len(prefix) + len(body) + 1
+            parts += (prefix, body)
+            offset += len(prefix) + len(body)
             count += 1
+        if items:
+            parts.append(b"\n")
+            offset += 1
         parts.append(TRAILER)
         end = offset
         if end + len(TRAILER) >= self._cap:
@@ -723,36 +764,47 @@ class LogFile:
             if offset >= end:
                 break
             where = f"{self.path} is damaged at byte {offset}"
-            record = self._parse(line, offset)
-            if record is None or offset + len(line) > end:
+            records = self._parse(line, offset)
+            if records is None or offset + len(line) > end:
                 raise StoreCorrupt(f"{where}: not a record of the store")
             if line.startswith(b",") != (count > 0):
                 raise StoreCorrupt(f"{where}: a comma is {'missing' if count else 'extra'} "
                                    "before the record (the file is not valid JSON)")
-            sid, loc, keys = record
-            try:
-                doc = json.loads(line[loc[0] - offset:-1], parse_constant=_not_json)
-            except ValueError as exc:  # UnicodeDecodeError included
-                raise StoreCorrupt(f"{where}: the record of service {sid} is not JSON ({exc})"
-                                   ) from None
-            if keys is None:
-                live.pop(sid, None)
-            else:
-                got = doc.get("service_id") if isinstance(doc, dict) else None
-                if isinstance(got, bool) or got != sid:
-                    raise StoreCorrupt(f"{where}: the record filed under service {sid} is not "
-                                       "that service's document")
-                if keys != tuple(v if isinstance(v, str) else None for v in index_keys(doc)):
-                    raise StoreCorrupt(f"{where}: the record of service {sid} is indexed under "
-                                       "other keys than it holds (customer_id, contact_key, due)")
-                live[sid] = loc[1]
-            last_id, count = max(last_id, sid), count + 1
+            for sid, loc, keys in records:
+                try:
+                    doc = json.loads(line[loc[0] - offset:loc[0] - offset + loc[1]],
+                                     parse_constant=_not_json)
+                except ValueError as exc:  # UnicodeDecodeError included
+                    raise StoreCorrupt(f"{where}: the record of service {sid} is not JSON "
+                                       f"({exc})") from None
+                if keys is None:
+                    live.pop(sid, None)
+                elif sid == STORE_DOC:  # the store's own document: request records
+                    if not isinstance(doc, dict) or not isinstance(doc.get(REQUESTS), dict):
+                        raise StoreCorrupt(f"{where}: the store's own record (id 0) is not "
+                                           "one")
+                    live[sid] = loc[1]
+                else:
+                    got = doc.get("service_id") if isinstance(doc, dict) else None
+                    if isinstance(got, bool) or got != sid:
+                        raise StoreCorrupt(f"{where}: the record filed under service {sid} is "
+                                           "not that service's document")
+                    held = index_keys(doc)
+                    expected = (*(v if isinstance(v, str) else None for v in held[:3]),
+                                held[3])
+                    if keys != expected:
+                        raise StoreCorrupt(f"{where}: the record of service {sid} is indexed "
+                                           "under other keys than it holds (customer_id, "
+                                           "contact_key, due, request keys)")
+                    live[sid] = loc[1]
+                last_id, count = max(last_id, sid), count + 1
             if progress is not None and offset - shown >= 1 << 20:
                 progress(offset, end)
                 shown = offset
         if progress is not None:
             progress(end, end)
-        return StoreStats(len(live), end, max(0, end - packed_size(live.items(), last_id)))
+        services = len(live) - (STORE_DOC in live)
+        return StoreStats(services, end, max(0, end - packed_size(live.items(), last_id)))
 
 
 class _Reader:

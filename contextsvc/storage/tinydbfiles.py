@@ -8,7 +8,7 @@ from typing import Any
 
 from ..errors import StoreCorrupt
 from .logfile import LogFile
-from .records import Location, encode
+from .records import STORE_DOC, Location, encode
 
 
 def import_tinydb_file(engine: LogFile) -> None:
@@ -62,6 +62,8 @@ def tinydb_snapshot(path: str | os.PathLike[str], lock_timeout: float = 10.0) ->
         with engine.locked(False):
             live: dict[int, Location] = {}
             for sid, loc, keys in engine.changes()[1]:
+                if sid == STORE_DOC:
+                    continue  # the store's own document, not a service
                 if keys is None:
                     live.pop(sid, None)
                 else:

@@ -446,3 +446,159 @@ def test_writes_and_compactions_during_a_backup_do_not_reach_the_copy(opener, tm
     finally:
         copy.close()
     assert store.count() == 500 and store.get_service(2)["pad"] == "changed"
+
+# ------------------------------------------------------------------ request records
+from contextsvc.storage.base import Recorded, RequestKey  # noqa: E402
+
+NOW = "2026-01-01T00:00:00.000Z"
+LATER = "2026-01-02T00:00:00.000Z"
+
+
+def record(fp="f", until=LATER, **extra):
+    return {"fp": fp, "until": until, "status": 201, "body": {"n": 1}, **extra}
+
+
+def keyed(store, name, customer="C", fp="f", now=NOW, until=LATER):
+    return store.create_service(
+        lambda sid: service(sid, customer, requests={name: record(fp, until)}),
+        RequestKey(name, now))["service_id"]
+
+
+def test_a_recorded_key_is_found_by_every_store_and_refuses_a_second_write(opener):
+    one = opener()
+    sid = keyed(one, "k1")
+    for each in [one] + ([opener()] if opener.engine in PERSISTENT else []):
+        assert each.find_request(RequestKey("k1", NOW)) == record()
+        assert each.find_request(RequestKey("k2", NOW)) is None
+        assert each.find_request(RequestKey("k1", LATER)) is None  # expired: absent
+        for write in (lambda each=each: keyed(each, "k1", "D"),
+                      lambda each=each: each.update_service(sid, lambda doc: doc.update(x=1),
+                                                            RequestKey("k1", NOW)),
+                      lambda each=each: each.find_or_create([("C", None)],
+                                                  lambda i, docs: None,
+                                                  lambda i, s: service(s, "C"),
+                                                  lambda i, doc, made: None,
+                                                  RequestKey("k1", NOW))):
+            with pytest.raises(Recorded) as raised:
+                write()
+            assert raised.value.record == record()
+    assert ids(one.scan()) == [sid] and "x" not in one.get_service(sid)
+    after = "2026-01-03T00:00:00.000Z"
+    assert keyed(one, "k1", "D", fp="g", now=LATER, until=after) > sid  # expired: free again
+    assert one.find_request(RequestKey("k1", LATER)) == record("g", after)  # the new one counts
+
+
+def test_records_follow_updates_deletes_and_compaction(opener):
+    store = opener()
+    sid = keyed(store, "k1")
+    store.update_service(sid, lambda doc: doc["requests"].update(k2=record("2"),
+                                                                 k3=record("3")))
+    store.compact()
+    again = opener() if opener.engine in PERSISTENT else store
+    assert again.find_request(RequestKey("k2", NOW)) == record("2")
+    again.update_service(sid, lambda doc: doc["requests"].pop("k1"))
+    store.delete_service(sid)
+    # gone with their service (a store may still answer from memory with a record it
+    # handed out before, such as k2: see find_request)
+    assert again.find_request(RequestKey("k3", NOW)) is None
+    with pytest.raises(NotFound):
+        again.update_service(sid, lambda doc: None, RequestKey("k2", NOW))
+
+
+def test_put_request_keeps_records_of_no_one_service(opener):
+    store = opener()
+    running = record(running_until=NOW)
+    store.put_request(RequestKey("p", NOW), running)
+    with pytest.raises(Recorded):
+        store.put_request(RequestKey("p", NOW), record(), unless=lambda rec: True)
+    store.put_request(RequestKey("p", NOW), record(), unless=lambda rec: False)
+    store.compact()
+    again = opener() if opener.engine in PERSISTENT else store
+    assert again.find_request(RequestKey("p", NOW)) == record()
+    assert again.count() == 0 and ids(again.scan()) == [] and again.last_id() == 0
+    assert create(again, "C") == 1
+    again.put_request(RequestKey("q", NOW), record("q"))
+    again.put_request(RequestKey("p", NOW), None)
+    assert store.find_request(RequestKey("p", NOW)) is None
+    assert store.find_request(RequestKey("q", NOW)) == record("q")
+    store.put_request(RequestKey("r", LATER), record("r", until="2026-01-03T00:00:00.000Z"))
+    if opener.engine in PERSISTENT:  # expired ones were dropped from the document
+        assert opener().find_request(RequestKey("q", NOW)) is None
+
+
+# ------------------------------------------------------------------ find or create
+def find(store, customer, kind, calls=1):
+    def choose(i, docs):
+        found = [doc for doc in docs if doc.get("kind") == kind and not doc.get("done")]
+        return found[-1] if found else None
+
+    def change(i, doc, made):
+        doc["touched"] = doc.get("touched", 0) + 1
+        return made
+
+    return store.find_or_create([(customer, None)] * calls, choose,
+                                lambda i, sid: service(sid, customer, kind=kind), change)
+
+
+def test_find_or_create_finds_or_makes_one_per_element_in_one_unit(store):
+    create(store, "C", kind="b")
+    (made, doc, created), = find(store, "C", "a")
+    assert made is True and created is True and doc["service_id"] == 2
+    results = find(store, "C", "a", calls=3)  # elements see what earlier ones did
+    assert [r[2] for r in results] == [False] * 3 and {r[1]["service_id"] for r in results} == {2}
+    assert store.get_service(2)["touched"] == 4
+    store.update_service(2, lambda doc: doc.update(done=True))
+    assert find(store, "C", "a")[0][1]["service_id"] == 3
+    # anonymous: by contact key, among services without a customer
+    a = store.find_or_create([(None, "k"), (None, "k")], lambda i, docs: docs[-1] if docs else None,
+                             lambda i, sid: service(sid, key="k"), lambda i, doc, made: made)
+    assert [r[2] for r in a] == [True, False] and a[0][1]["service_id"] == 4
+    with pytest.raises(Conflict):  # whatever a callable raises: nothing written
+        store.find_or_create([("C", None), ("D", None)], lambda i, docs: None,
+                             lambda i, sid: service(sid, "D"),
+                             lambda i, doc, made: (_ for _ in ()).throw(Conflict("no"))
+                             if i else None)
+    assert ids(store.scan()) == [1, 2, 3, 4] and create(store, "C") == 5
+
+
+def test_concurrent_find_or_create_makes_one_service(opener):
+    stores = [opener() for _ in range(4)] if opener.engine in PERSISTENT else [opener()] * 4
+    got, errors = [], []
+
+    def work(store):
+        try:
+            for _ in range(10):
+                got.append(find(store, "race", "a")[0][1]["service_id"])
+        except Exception as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(s,)) for s in stores]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors and set(got) == {1}
+    assert stores[0].get_service(1)["touched"] == 40
+
+
+def test_an_append_of_several_records_torn_by_a_crash_leaves_none_of_them(opener):
+    if opener.engine not in PERSISTENT:
+        pytest.skip("one process's store")
+    store = opener()
+    create(store, "C")
+    path = opener.settings["storage"]["path"]
+    before = open(path, "rb").read()
+    store.create_services([lambda sid: service(sid, "C")] * 3)
+    after = open(path, "rb").read()
+    end = before.rindex(b"\n}}\n") + 1
+    line = after[end:after.index(b"\n", end) + 1]
+    assert line.count(b'"service_id"') == 3  # one line
+    for cut in (len(line) // 3, 2 * len(line) // 3, len(line) - 2):
+        with open(path, "r+b") as handle:  # as a crash mid-write would leave it
+            handle.seek(end)
+            handle.write(line[:cut] + b" " * (len(after) - end - cut - 1) + b"\n")
+        again = opener()
+        assert ids(again.scan()) == [1]
+        assert create(again, "C") == 2
+        with open(path, "wb") as handle:
+            handle.write(after)
