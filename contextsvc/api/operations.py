@@ -87,6 +87,7 @@ class ApiBlueprint(Blueprint):
         """``store=False``: the views do not work on ``g.store`` (the health check
         reaches the store itself, so that a store that fails is its answer)."""
         super().__init__(name, import_name)
+        self._store = store  # retries (API.md 10) are recorded in the request's store
         if store:
             self.before_request(resolve_store)  # every view works on g.store
         self.operations: list[Operation] = []
@@ -115,7 +116,7 @@ class ApiBlueprint(Blueprint):
             handling = _Handling(status, kind, body_required, query)
             known = self._views.get(name)
             if known is None:
-                wrapped = _wrap(view, handling)
+                wrapped = _wrap(view, handling, self._store)
                 self._views[name] = (handling, wrapped)
             elif known[0] != handling:
                 raise ValueError(f"{self.name}.{name}: every route of a view must parse and "
@@ -138,13 +139,14 @@ class ApiBlueprint(Blueprint):
         raise TypeError(f"{self.name}: declare routes with .operation() ({rule})")
 
 
-def _wrap(view: Callable[..., Any], handling: _Handling) -> Callable[..., Any]:
+def _wrap(view: Callable[..., Any], handling: _Handling, retrying: bool = True
+          ) -> Callable[..., Any]:
     parse_query = Parser(handling.query) if handling.query is not None else None
     status, body, required = handling.status, handling.body, handling.body_required
 
     @functools.wraps(view)
     def run(**kwargs: Any) -> Response:
-        record = retries.begin()
+        record = retries.begin() if retrying else None
         if record is not None:
             return replay(record)
         if parse_query is not None:
@@ -153,7 +155,7 @@ def _wrap(view: Callable[..., Any], handling: _Handling) -> Callable[..., Any]:
             kwargs["body"] = req.body_value()
         elif body == "object":
             kwargs["body"] = req.body_object(required=required)
-        record = retries.pending(status, kwargs.get("body"))
+        record = retries.pending(status, kwargs.get("body")) if retrying else None
         if record is not None:
             return replay(record)
         try:
