@@ -122,8 +122,11 @@ class _output:  # noqa: N801 - used as a context manager, like open()
         if self.path == "-":
             return sys.stdout.buffer
         folder = os.path.dirname(os.path.abspath(self.path))
-        fd, self.tmp = tempfile.mkstemp(prefix=os.path.basename(self.path) + ".",
-                                        suffix=".part", dir=folder)
+        try:
+            fd, self.tmp = tempfile.mkstemp(prefix=os.path.basename(self.path) + ".",
+                                            suffix=".part", dir=folder)
+        except OSError as exc:
+            raise Failure(f"cannot write {self.path}: {exc.strerror}") from None
         self.handle = os.fdopen(fd, "wb", buffering=1 << 20)
         return self.handle
 

@@ -158,12 +158,11 @@ def _timestamp(value: Any) -> str:
         raise _Bad(f"{value!r}: {exc}") from None
 
 
-def _int_range(fld: mfields.Field) -> tuple[int, int]:
-    low, high = -(2**63), 2**63 - 1
+def _int_range(fld: mfields.Field) -> tuple[int | None, int | None]:
+    low = high = None
     for rule in fld.validators:
         if isinstance(rule, validate.Range):
-            low = rule.min if rule.min is not None else low
-            high = rule.max if rule.max is not None else high
+            low, high = rule.min, rule.max
     return low, high
 
 
@@ -197,8 +196,8 @@ def _checker(fld: mfields.Field) -> Callable[[Any], Any]:
         def integer(value: Any) -> int:
             if isinstance(value, bool) or not isinstance(value, int):
                 raise _Bad("not an integer")
-            if not low <= value <= high:
-                raise _Bad(f"not an integer from {low} to {high}")
+            if (low is not None and value < low) or (high is not None and value > high):
+                raise _Bad(f"not an integer from {low} to {'any' if high is None else high}")
             return value
         return integer
     if isinstance(fld, mfields.String):
@@ -438,7 +437,7 @@ def parse(raw: bytes) -> Any:
     except RecursionError:
         raise Invalid("not JSON: nested too deeply") from None
     except json.JSONDecodeError as exc:
-        raise Invalid(f"not JSON: {exc.msg} (column {exc.colno})") from None
+        raise Invalid(f"not JSON: {exc.msg} (at character {exc.pos + 1})") from None
     except ValueError as exc:  # JSONDecodeError, non-finite numbers, over-long integers
         raise Invalid(f"not JSON: {exc}") from None
 
