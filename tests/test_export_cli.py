@@ -284,3 +284,35 @@ def test_help_describes_every_option():
                               timeout=60).stdout
         for option in options:
             assert option in text, (command, option)
+
+
+def test_on_a_terminal_long_runs_show_progress_and_a_summary(db, tmp_path):
+    """stderr a terminal (stdout a file): progress bars and a closing line."""
+    import pty
+
+    source = tmp_path / "in.ndjson"
+    source.write_bytes(ndjson(*(service(sid) for sid in range(1, 301))))
+    seen = {}
+    for args in (["import", str(source)], ["export", "-o", str(tmp_path / "out.ndjson")]):
+        leader, follower = pty.openpty()
+        environ = {**os.environ, "CONTEXTSVC_STORAGE_PATH": str(db)}
+        environ.pop("CONTEXTSVC_CONFIG", None)
+        proc = subprocess.Popen([COMMAND, *args], stderr=follower, stdout=subprocess.DEVNULL,
+                                env=environ)
+        os.close(follower)
+        output = b""
+        while True:
+            try:
+                chunk = os.read(leader, 4096)
+            except OSError:  # the terminal closed with the command
+                break
+            if not chunk:
+                break
+            output += chunk
+        os.close(leader)
+        assert proc.wait(60) == 0
+        seen[args[0]] = output.decode()
+    assert "checking" in seen["import"] and "importing" in seen["import"]
+    assert "imported 300 services" in seen["import"]
+    assert "exporting" in seen["export"] and "exported 300 services" in seen["export"]
+    assert (tmp_path / "out.ndjson").read_bytes().count(b"\n") == 300

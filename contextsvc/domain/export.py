@@ -38,9 +38,9 @@ from marshmallow import validate
 
 from ..errors import Conflict, ContextError, Invalid
 from ..storage.base import ON_CONFLICT, ServiceStore
-from . import lifecycle
+from . import lifecycle, timeutil
 from .events import EVENT_FIELDS, SCHEMAS
-from .fields import IntOrString, Timestamp
+from .fields import MAX_TYPE_LENGTH, IntOrString, Timestamp
 from .lifecycle import Policy
 from .model import COMMON, KINDS, RESERVED, STATE, TASK, Doc, Kind, is_active, render_service
 
@@ -150,8 +150,6 @@ def _timestamp(value: Any) -> str:
         except ValueError:
             raise _Bad(f"{value!r} is not a valid date/time") from None
         return value
-    from . import timeutil
-
     try:
         return timeutil.normalize(value)
     except ValueError as exc:
@@ -174,10 +172,7 @@ def _checker(fld: mfields.Field) -> Callable[[Any], Any]:
     if isinstance(fld, Timestamp):
         return _timestamp
     if isinstance(fld, IntOrString):
-        max_length = 256
-        for rule in fld.validators:
-            if isinstance(rule, validate.Length):
-                max_length = rule.max
+        max_length = MAX_TYPE_LENGTH
 
         def int_or_string(value: Any) -> Any:
             if isinstance(value, str):
@@ -273,8 +268,8 @@ class _Shape:
 
     def again(self, rep: Doc) -> tuple[Doc, Doc]:
         """What :meth:`read` makes of ``rep``, which it accepted before (an import
-        reads each line twice): only timestamps that are not normalized yet are
-        worked on, so it costs a third as much."""
+        reads each line twice): nothing is checked again, only timestamps that are
+        not normalized yet are worked on."""
         names = self.names
         doc = {key: value for key, value in rep.items() if key in names and value is not None}
         data = {key: value for key, value in rep.items() if key not in names}
