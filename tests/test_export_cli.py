@@ -316,3 +316,25 @@ def test_on_a_terminal_long_runs_show_progress_and_a_summary(db, tmp_path):
     assert "imported 300 services" in seen["import"]
     assert "exporting" in seen["export"] and "exported 300 services" in seen["export"]
     assert (tmp_path / "out.ndjson").read_bytes().count(b"\n") == 300
+
+
+def test_an_import_interrupted_while_writing_takes_back_what_it_wrote(db, tmp_path):
+    import signal
+    import time
+
+    source = tmp_path / "in.ndjson"
+    source.write_bytes(ndjson(*(service(sid, pad="x" * 500) for sid in range(1, 20001))))
+    environ = {**os.environ, "CONTEXTSVC_STORAGE_PATH": str(db)}
+    environ.pop("CONTEXTSVC_CONFIG", None)
+    proc = subprocess.Popen([COMMAND, "import", str(source)], stderr=subprocess.PIPE,
+                            env=environ)
+    deadline = time.monotonic() + 120
+    while proc.poll() is None and time.monotonic() < deadline:
+        if db.exists() and db.stat().st_size > 3 << 20:  # some batches are written
+            proc.send_signal(signal.SIGINT)
+            break
+        time.sleep(0.005)
+    stderr = proc.communicate(timeout=120)[1].decode()
+    assert proc.returncode == 1, "the import ended before it could be interrupted"
+    assert stderr == "contextsvc: error: interrupted; nothing was imported\n"
+    assert ok(run(db, "export")) == b""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -193,10 +194,16 @@ def import_command(ctx: Context, file: str, on_conflict: str) -> None:
             importer = exporting.Importer(
                 store, ctx.policy, ctx.clock(), on_conflict,
                 ctx.settings["limits"]["max_service_bytes"])
-            with progress(_lines(path), length=count, label="checking ") as lines:
-                checked = importer.check(lines)
-            with progress(_lines(path), length=count, label="importing") as lines:
-                done = importer.load(lines, checked)
+            with _Interrupts() as interrupts:
+                try:
+                    with progress(interrupts.between(_lines(path)), length=count,
+                                  label="checking ") as lines:
+                        checked = importer.check(lines)
+                except KeyboardInterrupt:
+                    raise Failure("interrupted; nothing was imported") from None
+                with progress(interrupts.between(_lines(path)), length=count,
+                              label="importing") as lines:
+                    done = importer.load(lines, checked)
     if _stderr_is_terminal():
         skipped = f" ({done.skipped} skipped: their ids exist)" if done.skipped else ""
         click.echo(f"imported {done.imported} services{skipped}", err=True)
@@ -222,6 +229,28 @@ class _input:  # noqa: N801
     def __exit__(self, *exc: object) -> None:
         if self.tmp is not None:
             os.unlink(self.tmp)
+
+
+class _Interrupts:
+    """Ctrl-C (SIGINT) stops the import between two lines, never inside a write to
+    the store: the importer then takes back what it wrote (with ``fail``)."""
+
+    def __enter__(self) -> _Interrupts:
+        self.asked = False
+        self.previous = signal.signal(signal.SIGINT, self._ask)
+        return self
+
+    def _ask(self, signum: int, frame: Any) -> None:
+        self.asked = True
+
+    def between(self, lines: Iterator[bytes]) -> Iterator[bytes]:
+        for line in lines:
+            if self.asked:
+                raise KeyboardInterrupt
+            yield line
+
+    def __exit__(self, *exc: object) -> None:
+        signal.signal(signal.SIGINT, self.previous)
 
 
 def _lines(path: str) -> Iterator[bytes]:

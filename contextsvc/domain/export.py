@@ -479,9 +479,10 @@ class Importer:
     another way: the service with the highest id is written first, alone, which
     moves the id counter past every id of the file, so that no service the server
     creates meanwhile can take one of them; a conflict that still arises later (an
-    import running at the same time), or any failure to write, removes what this
-    import wrote, and nothing is imported. A process killed in the middle of
-    :meth:`load` leaves the batches written before it.
+    import running at the same time), a failure to write, or an interruption
+    (Ctrl-C) removes what this import wrote, and nothing is imported (the ids it
+    took are not handed out again). A process killed in the middle of :meth:`load`
+    leaves the batches written before it.
 
     ``skip`` keeps a stored service with the same id, ``replace`` overwrites it;
     both write the rest.
@@ -577,12 +578,15 @@ class Importer:
                 self._put(batch, done, written)
             if number < len(sums):
                 raise Invalid(f"line {number + 1}: gone since the file was checked")
-        except ContextError as exc:
+        except (ContextError, KeyboardInterrupt) as exc:
+            failure = exc if isinstance(exc, ContextError) else ContextError("interrupted")
             if self.on_conflict == "fail":
-                self._take_back(written, exc)
+                self._take_back(written, failure)
             elif done.imported:
-                exc.message += f" (after {done.imported} services were imported)"
-            raise
+                failure.message += f" (after {done.imported} services were imported)"
+            if failure is exc:
+                raise
+            raise failure from None
         return done
 
     def _put(self, batch: list[tuple[int, Doc]], done: Imported, written: list[int]) -> None:
