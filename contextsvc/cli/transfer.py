@@ -186,7 +186,8 @@ def import_command(ctx: Context, file: str, on_conflict: str) -> None:
     nothing is imported. Expiration and auto-complete moments are kept.
 
     The store may be in use by a running server: services are written in batches,
-    each holding the store for a few milliseconds.
+    each holding the store for a few milliseconds. Ctrl-C stops the import
+    between two lines; with fail, what it wrote is removed again.
     """
     with _input(file) as path:
         count = _count_lines(path)
