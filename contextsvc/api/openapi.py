@@ -29,7 +29,7 @@ from .. import __version__
 from ..domain import events, model
 from ..domain.fields import MAX_SUB_ID, MAX_TYPE_LENGTH, IntOrString, StrictBoolean, Timestamp
 from .errors import Error
-from .operations import ANY_OBJECT, ANY_VALUE, Operation
+from .operations import ANY_OBJECT, ANY_VALUE, EXPORT, Operation
 from .query import CommaList, Flag
 
 PREFIX = "/genesys/1/cs"
@@ -247,6 +247,15 @@ def _operation(op: Operation, plugin: MarshmallowPlugin) -> dict[str, Any]:
         responses["204"] = {"description": "Completed"}
     elif op.response is None:
         responses["200"] = {"description": "Done (empty body)"}
+    elif op.response == EXPORT:
+        item = {"oneOf": [{"type": "integer", "minimum": 1, "maximum": model.MAX_SERVICE_ID,
+                           "description": "a service id (export_content false)"},
+                          _ref("Service")]}
+        responses["200"] = {"description": (
+            "OK, in service id order: service ids, or whole services (export_content "
+            "true), as a JSON array; with Accept: application/x-ndjson, one per line"),
+            "content": {**_json({"type": "array", "items": item}),
+                        "application/x-ndjson": {"schema": {"type": "string"}}}}
     elif op.many:
         responses["200"] = {"description": "OK, oldest first",
                             "content": _json({"type": "array", "items": _ref(op.response)})}

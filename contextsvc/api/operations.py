@@ -39,6 +39,9 @@ ROLES = ("public", "read", "write", "admin")
 # Both are read as any JSON value; the rule that takes an object checks it.
 ANY_VALUE = "any JSON value"
 ANY_OBJECT = "any JSON object"
+# the answer of the export stream: service ids or whole services, as a JSON array or
+# as NDJSON (API.md 7.1)
+EXPORT = "Export"
 
 
 @dataclass(frozen=True)

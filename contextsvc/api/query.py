@@ -10,9 +10,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from marshmallow import Schema, ValidationError, fields, validate
+from marshmallow import Schema, ValidationError, fields, missing, validate
 from werkzeug.datastructures import MultiDict
 
+from ..domain import export
 from ..domain.fields import Timestamp
 from ..domain.inputs import flatten, invalid
 
@@ -79,6 +80,26 @@ class ServiceQuery(ServiceView):
     service_types = _list("comma-separated service types (the parameter may repeat)", "100")
 
 
+class ExportQuery(Schema):
+    """``GET /maintenance/services/stream`` (API.md 7.1)."""
+
+    time_from = Timestamp(required=True, metadata={
+        "description": "services with an event (filter_events) on or after this moment",
+        "example": "2009-05-07T00:00:00.000Z"})
+    time_to = _stamp("...and strictly before this moment (default: up to now, included)")
+    filter_events = fields.String(
+        load_default="any", validate=validate.OneOf(export.EVENTS), metadata={
+            "description": "any: a start or a completion in the range; started; completed",
+            "example": "any"})
+    filter_state = fields.String(
+        load_default="any", validate=validate.OneOf(export.STATES), metadata={
+            "description": "only services active, or completed (inactive), now",
+            "example": "any"})
+    export_content = Flag(metadata={
+        "description": "true: whole services, with every state, task and attached data; "
+                       "false (default): service ids", "example": "true"})
+
+
 class Parser:
     """Parses query arguments with one schema, made once per operation."""
 
@@ -89,9 +110,12 @@ class Parser:
         self.single = tuple(k for k in declared if k not in self.lists)
         self.empty = {**{k: False for k, f in declared.items() if isinstance(f, Flag)},
                       **dict.fromkeys(self.lists)}
+        # without arguments the answer is known, unless some are required or defaulted
+        self.shortcut = not any(f.required or f.load_default is not missing
+                                for f in declared.values())
 
     def __call__(self, args: MultiDict[str, str]) -> dict[str, Any]:
-        if not args:
+        if not args and self.shortcut:
             return dict(self.empty)
         single = {key: args.get(key) for key in self.single if key in args}
         try:

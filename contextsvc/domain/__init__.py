@@ -9,4 +9,6 @@ handler, a background sweeper or an importer calls them alike.
   rendered fields, the reserved keys and the documented output are derived.
 * :mod:`.rules`: starting, completing, associating, attached data.
 * :mod:`.queries`: which resources a query selects, and their order.
+* :mod:`.export`: which services an export selects, the form it writes, and
+  reading that form back (import).
 """

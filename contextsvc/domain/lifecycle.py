@@ -16,6 +16,7 @@ Fields a service document keeps for this (never shown as they are stored):
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -179,3 +180,49 @@ def shown(doc: Doc, policy: Policy) -> dict[str, str]:
     if at is not None:
         out["auto_complete_at"] = timeutil.format(at)
     return out
+
+
+_formatted: tuple[datetime | None, str] = (None, "")
+
+
+def _format_now(now: datetime) -> str:
+    """``now`` formatted, once for all the services of an import (formatting is
+    most of what :func:`restore` costs)."""
+    global _formatted
+    if _formatted[0] != now:
+        _formatted = (now, timeutil.format(now))
+    return _formatted[1]
+
+
+def restore(doc: Doc, shown_fields: Mapping[str, str], policy: Policy, now: datetime) -> None:
+    """The inverse of :func:`shown`, for import (API.md 7.2): give ``doc`` (a service
+    read back from its representation, without lifecycle fields) what makes it show
+    ``shown_fields`` under ``policy``, so that it expires and completes by itself
+    when the exported one would have.
+
+    * ``expiration_time`` becomes the service's own expiration (``expires``): it
+      stays that moment, as a client's ``ttl`` would, whatever the configuration.
+    * ``auto_complete_at`` (active services): the configured period counts from
+      ``updated`` = the deadline minus that period when that moment has passed;
+      otherwise the service gets its own period, from the import to the deadline
+      (rounded up to a second, ``updated`` set back by the rest).
+    * An active service shown without ``auto_complete_at`` does not complete by
+      itself: under a configured period it gets its own ``auto_complete_after`` 0.
+    * Otherwise the import counts as its last update (``updated`` = ``now``).
+    """
+    if "expiration_time" in shown_fields:
+        doc["expires"] = shown_fields["expiration_time"]
+    at = shown_fields.get("auto_complete_at")
+    if at is None or "completed" in doc:
+        doc["updated"] = _format_now(now)
+        if "completed" not in doc and policy.auto_complete_after:
+            doc["auto_complete_after"] = 0
+        return
+    deadline_ = timeutil.parse(at)
+    period = policy.auto_complete_after
+    if period and deadline_ - timedelta(seconds=period) <= now:
+        doc["updated"] = timeutil.format(deadline_ - timedelta(seconds=period))
+        return
+    own = max(1, math.ceil((deadline_ - now).total_seconds()))
+    doc["auto_complete_after"] = own
+    doc["updated"] = timeutil.format(deadline_ - timedelta(seconds=own))

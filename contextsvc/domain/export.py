@@ -1,0 +1,617 @@
+"""Export and import of whole services (API.md 7.1 and 7.2): which services an export
+selects, the form it writes them in, and the way back from that form to stored
+documents. The HTTP export stream and the ``contextsvc export``/``import`` commands
+both use this module, so that they select, write and read alike.
+
+**The form.** One JSON value per service: its id alone, or the whole service in the
+representation of API.md 2.3, as ``GET /services/{sid}`` shows it with every flag
+on (its fields, ``expiration_time``/``auto_complete_at`` when it has them, its
+attached data, and ``active_states``, ``completed_states``, ``active_tasks``,
+``completed_tasks``, with all their attached data). Import reads exactly that form
+back, losslessly: export, import into an empty store of the same configuration,
+and export again give the same bytes.
+
+**Selection** (:class:`Selector`) is judged on each service as time makes it when
+it is read (:mod:`.timed`): an expired service is never exported, one past its
+auto-complete deadline is completed at that deadline.
+
+**Streaming.** :func:`lines` walks the store in id order with ``scan(after, limit)``,
+one unit of work per batch of :data:`BATCH` services: each service is read as it was
+when its batch was chosen (whole, never torn), writes go on between batches, and
+memory holds one batch at a time whatever the size of the store.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import zlib
+from array import array
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from marshmallow import fields as mfields
+from marshmallow import validate
+
+from ..errors import Conflict, ContextError, Invalid
+from ..storage.base import ON_CONFLICT, ServiceStore
+from . import lifecycle, timeutil
+from .events import EVENT_FIELDS, SCHEMAS
+from .fields import MAX_TYPE_LENGTH, IntOrString, Timestamp
+from .lifecycle import Policy
+from .model import COMMON, KINDS, RESERVED, STATE, TASK, Doc, Kind, is_active, render_service
+
+EVENTS = ("any", "started", "completed")  # filter_events / --events
+STATES = ("any", "active", "inactive")    # filter_state / --state
+BATCH = 500  # services per unit of work while exporting
+# every nested array on: the whole service
+WHOLE = {"active_states": True, "completed_states": True, "active_tasks": True,
+         "completed_tasks": True, "extensions": None}
+
+# One JSON text per value, compact and ASCII (lone surrogates from JSON escapes
+# survive, as in the store). Documents come from the store: never circular.
+_encode = json.JSONEncoder(ensure_ascii=True, separators=(",", ":"),
+                           check_circular=False).encode
+
+
+# ================================================================== selecting
+@dataclass(frozen=True)
+class Selector:
+    """Which services an export selects (the reference product's filters).
+
+    ``time_from``/``time_to``: normalized timestamps, on or after / strictly before
+    (as the query parameters of API.md 3.4); None leaves that side open.
+    ``events``: ``any`` (a start or a completion in the range), ``started``,
+    ``completed``. ``state``: ``any``, ``active``, ``inactive`` (completed), as the
+    service is when it is read, whatever the range.
+    """
+
+    time_from: str | None = None
+    time_to: str | None = None
+    events: str = "any"
+    state: str = "any"
+
+    def __post_init__(self) -> None:
+        if self.events not in EVENTS or self.state not in STATES:
+            raise ValueError(f"events: one of {EVENTS}; state: one of {STATES}")
+
+    def _in_range(self, stamp: str) -> bool:
+        return ((self.time_from is None or stamp >= self.time_from)
+                and (self.time_to is None or stamp < self.time_to))
+
+    def selects(self, doc: Doc) -> bool:
+        """Whether the service ``doc`` (as time makes it now) is exported."""
+        if self.state != "any" and (self.state == "active") != is_active(doc):
+            return False
+        if self.events != "completed" and self._in_range(doc["started"]["timestamp"]):
+            return True
+        return (self.events != "started" and "completed" in doc
+                and self._in_range(doc["completed"]["timestamp"]))
+
+
+def whole(doc: Doc) -> Doc:
+    """The whole service: the representation with every nested array."""
+    return render_service(doc, WHOLE)
+
+
+def lines(store: ServiceStore, selector: Selector, content: bool = True,
+          batch: int | None = None) -> Iterator[bytes | None]:
+    """For each service of ``store`` in id order: its JSON text (the whole service,
+    or with ``content`` False its id) when ``selector`` selects it, else None (a
+    progress bar counts those too). ``store`` is a :class:`~.timed.TimedStore`, so
+    that what is read is what time makes it (expired services read as None).
+
+    Each batch is one unit of work; its documents are read after the store is free
+    again, each as it was when the batch was chosen."""
+    batch = batch or BATCH
+    after = 0
+    while True:
+        with store.scan(after=after, limit=batch) as selection:
+            rows = selection.rows
+            for _, loc in rows:
+                doc = selection.read(loc)
+                if doc is None or not selector.selects(doc):
+                    yield None
+                elif content:
+                    yield _encode(whole(doc)).encode("ascii")
+                else:
+                    yield str(doc["service_id"]).encode("ascii")
+        if len(rows) < batch:
+            return
+        after = rows[-1][0]
+
+
+# ================================================================== reading back
+class _Bad(ValueError):
+    """A value that is not what the representation says; ``where`` is its path."""
+
+    def __init__(self, message: str, where: str = ""):
+        super().__init__(message)
+        self.message, self.where = message, where
+
+    def inside(self, where: str) -> _Bad:
+        self.where = f"{where}.{self.where}" if self.where else where
+        return self
+
+
+_CANONICAL = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{3}Z",
+                        re.ASCII)
+
+
+def _timestamp(value: Any) -> str:
+    if not isinstance(value, str):
+        raise _Bad("not a timestamp (a string)")
+    if _CANONICAL.fullmatch(value):  # as exported: check the date, keep it
+        try:
+            datetime.fromisoformat(value[:-1])
+        except ValueError:
+            raise _Bad(f"{value!r} is not a valid date/time") from None
+        return value
+    try:
+        return timeutil.normalize(value)
+    except ValueError as exc:
+        raise _Bad(f"{value!r}: {exc}") from None
+
+
+def _int_range(fld: mfields.Field) -> tuple[int | None, int | None]:
+    low = high = None
+    for rule in fld.validators:
+        if isinstance(rule, validate.Range):
+            low, high = rule.min, rule.max
+    return low, high
+
+
+def _checker(fld: mfields.Field) -> Callable[[Any], Any]:
+    """A fast check of one field, derived from its marshmallow declaration (the one
+    description of the representation): the same values pass, and a timestamp comes
+    back normalized. Import checks tens of fields per service; a marshmallow load of
+    each would cost more than everything else it does."""
+    if isinstance(fld, Timestamp):
+        return _timestamp
+    if isinstance(fld, IntOrString):
+        max_length = MAX_TYPE_LENGTH
+
+        def int_or_string(value: Any) -> Any:
+            if isinstance(value, str):
+                if len(value) > max_length:
+                    raise _Bad(f"longer than {max_length} characters")
+                return value
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise _Bad("not an integer or a string")
+            if not -(2**63) <= value < 2**63:
+                raise _Bad("outside the 64-bit integer range")
+            return value
+        return int_or_string
+    if isinstance(fld, mfields.Integer):
+        low, high = _int_range(fld)
+
+        def integer(value: Any) -> int:
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise _Bad("not an integer")
+            if (low is not None and value < low) or (high is not None and value > high):
+                raise _Bad(f"not an integer from {low} to {'any' if high is None else high}")
+            return value
+        return integer
+    if isinstance(fld, mfields.String):
+        shortest, longest = 0, None
+        for rule in fld.validators:
+            if isinstance(rule, validate.Length):
+                shortest, longest = rule.min or 0, rule.max
+
+        def string(value: Any) -> str:
+            if not isinstance(value, str):
+                raise _Bad("not a string")
+            if len(value) < shortest or (longest is not None and len(value) > longest):
+                raise _Bad(f"not a string of {shortest} to {longest} characters")
+            return value
+        return string
+    raise TypeError(f"no import check for {fld!r}")
+
+
+_EVENT_CHECKS = {name: _checker(SCHEMAS["SharedEvent"].fields[name]) for name in EVENT_FIELDS}
+
+
+def _event(value: Any, completion: bool) -> Doc:
+    if not isinstance(value, dict):
+        raise _Bad("not an object (an event)")
+    out = {}
+    for key, item in value.items():
+        check = _EVENT_CHECKS.get(key)
+        if check is not None:
+            if item is not None:
+                try:
+                    out[key] = check(item)
+                except _Bad as exc:
+                    raise exc.inside(key) from None
+        elif key == "auto_completed" and completion and item is True:
+            out[key] = True  # completed by the server (API.md 6.2)
+        else:
+            raise _Bad("not a field of an event", key)
+    if "timestamp" not in out:
+        raise _Bad("required", "timestamp")
+    return out
+
+
+def _event_again(value: Doc, completion: bool) -> Doc:
+    """What :func:`_event` makes of an event it accepted before, mostly without work:
+    the event itself when it has no null and its timestamp is already normalized."""
+    if None in value.values() or not _CANONICAL.fullmatch(value["timestamp"]):
+        return _event(value, completion)
+    return value
+
+
+_NESTED, _RESERVED = "nested", "reserved"
+
+
+class _Shape:
+    """How one kind reads back: what each key is (a field and its check, an array
+    of nested resources, a reserved name); any other key is attached data."""
+
+    def __init__(self, kind: Kind, nests: bool):
+        self.kind, self.name = kind, kind.name.lower()
+        roles: dict[str, Any] = dict.fromkeys(RESERVED, _RESERVED)
+        declared = {**kind.own, **COMMON}
+        roles.update({name: _checker(fld) for name, fld in declared.items()
+                      if name not in ("started", "completed")})
+        roles["started"] = lambda value: _event(value, False)
+        roles["completed"] = lambda value: _event(value, True)
+        if nests:
+            roles.update(dict.fromkeys(kind.nested, _NESTED))
+        self.roles = roles
+        # for again(): the keys that are not attached data, the timestamp fields
+        self.names = frozenset(key for key, role in roles.items() if role is not _RESERVED)
+        self.stamps = tuple(name for name, fld in declared.items()
+                            if isinstance(fld, Timestamp))
+
+    def again(self, rep: Doc) -> tuple[Doc, Doc]:
+        """What :meth:`read` makes of ``rep``, which it accepted before (an import
+        reads each line twice): nothing is checked again, only timestamps that are
+        not normalized yet are worked on."""
+        names = self.names
+        doc = {key: value for key, value in rep.items() if key in names and value is not None}
+        data = {key: value for key, value in rep.items() if key not in names}
+        for key in self.stamps:
+            value = doc.get(key)
+            if value is not None and not _CANONICAL.fullmatch(value):
+                doc[key] = _timestamp(value)
+        doc["started"] = _event_again(doc["started"], False)
+        if "completed" in doc:
+            doc["completed"] = _event_again(doc["completed"], True)
+        return doc, data
+
+    def read(self, rep: Any, nested: dict[str, list[Any]] | None = None
+             ) -> tuple[Doc, Doc]:
+        """``rep`` split into (fields, as stored; attached data); the arrays the kind
+        nests go to ``nested``. Fields keep the order they come in; a field given as
+        null counts as absent."""
+        if not isinstance(rep, dict):
+            raise _Bad(f"not an object (a {self.name})")
+        doc: Doc = {}
+        data: Doc = {}
+        roles = self.roles
+        for key, value in rep.items():
+            role = roles.get(key)
+            if role is None:
+                data[key] = value
+            elif role is _RESERVED:
+                raise _Bad(f"not a field of a {self.name}, and a reserved name (not "
+                           "attached data)", key)
+            elif value is None:
+                continue
+            elif role is _NESTED:
+                if not isinstance(value, list):
+                    raise _Bad("not an array", key)
+                nested[key] = value  # type: ignore[index]
+            else:
+                try:
+                    doc[key] = role(value)
+                except _Bad as exc:
+                    raise exc.inside(key) from None
+        if "started" not in doc:
+            raise _Bad("required", "started")
+        return doc, data
+
+
+_SERVICE = _Shape(KINDS["service"], nests=True)
+_ARRAYS = tuple(KINDS["service"].nested)
+_STATE = _Shape(STATE, nests=False)  # a state's tasks are listed on the service
+_TASK = _Shape(TASK, nests=False)
+
+
+def _children(arrays: dict[str, list[Any]], kind: str, shape: _Shape, id_field: str,
+              states: dict[int, str] | None = None) -> dict[int, tuple[Doc, str]]:
+    """The states (or tasks) of a service, from its active and completed arrays, by
+    id, each with where it was (for messages). Ids are required and unique; a
+    reference to a state (``state_id`` of a task, ``previous_state_id``) must name one
+    of ``states`` (for states: of the states themselves, checked by the caller)."""
+    out: dict[int, tuple[Doc, str]] = {}
+    for status in ("active", "completed"):
+        name = f"{status}_{kind}"
+        for i, rep in enumerate(arrays.get(name, ())):
+            where = f"{name}[{i}]"
+            try:
+                child, data = shape.read(rep)
+                if id_field not in child:
+                    raise _Bad("required", id_field)
+                if is_active(child) != (status == "active"):
+                    raise _Bad("present in an active one" if status == "active"
+                               else "required in a completed one", "completed")
+                if child[id_field] in out:
+                    raise _Bad(f"{child[id_field]} is also the id of {out[child[id_field]][1]}",
+                               id_field)
+                if states is not None and "state_id" in child and child["state_id"] not in states:
+                    raise _Bad(f"{child['state_id']} is not a state of the service", "state_id")
+            except _Bad as exc:
+                raise exc.inside(where) from None
+            child["data"] = data
+            out[child[id_field]] = (child, where)
+    return out
+
+
+def _in_order(children: dict[int, tuple[Doc, str]]) -> list[Doc]:
+    return [children[key][0] for key in sorted(children)]
+
+
+def document(rep: Any, policy: Policy, now: datetime, checked: bool = False) -> Doc:
+    """The stored document of a whole service as exported (the inverse of
+    :func:`whole`), with its lifecycle (:func:`.lifecycle.restore`) and the moment
+    housekeeping has work for it. Raises :class:`Invalid` saying what is wrong
+    (``active_states[1].started.timestamp: ...``). ``checked``: ``rep`` was accepted
+    before; the same document comes back for a fraction of the work."""
+    if checked:
+        return _again(rep, policy, now)
+    try:
+        arrays: dict[str, list[Any]] = {}
+        doc, data = _SERVICE.read(rep, arrays)
+        if "service_id" not in doc:
+            raise _Bad("required", "service_id")
+        if "customer_id" not in doc and "contact_key" not in doc:
+            raise _Bad("customer_id or contact_key is required", "customer_id")
+        shown = {key: doc.pop(key) for key in lifecycle.SHOWN if key in doc}
+        if "auto_complete_at" in shown and not is_active(doc):
+            raise _Bad("only an active service has one", "auto_complete_at")
+        states = _children(arrays, "states", _STATE, STATE.id_field)
+        for state, where in states.values():
+            previous = state.get("previous_state_id")
+            if previous is not None and previous not in states:
+                raise _Bad(f"{previous} is not a state of the service",
+                           f"{where}.previous_state_id")
+        ids = {sid: where for sid, (_, where) in states.items()}
+        tasks = _children(arrays, "tasks", _TASK, TASK.id_field, ids)
+    except _Bad as exc:
+        raise Invalid(f"{exc.where}: {exc.message}" if exc.where else exc.message) from None
+    doc["data"], doc["states"], doc["tasks"] = data, _in_order(states), _in_order(tasks)
+    lifecycle.restore(doc, shown, policy, now)
+    lifecycle.mark_due(doc, policy)
+    return doc
+
+
+def _again(rep: Doc, policy: Policy, now: datetime) -> Doc:
+    doc, data = _SERVICE.again(rep)
+    arrays = {name: doc.pop(name) for name in _ARRAYS if name in doc}
+    shown = {key: doc.pop(key) for key in lifecycle.SHOWN if key in doc}
+    children = []
+    for kind, shape, id_field in (("states", _STATE, STATE.id_field),
+                                  ("tasks", _TASK, TASK.id_field)):
+        out = []
+        for name in (f"active_{kind}", f"completed_{kind}"):
+            for item in arrays.get(name, ()):
+                child, child_data = shape.again(item)
+                child["data"] = child_data
+                out.append(child)
+        out.sort(key=lambda child, id_field=id_field: child[id_field])  # type: ignore[misc]
+        children.append(out)
+    doc["data"], doc["states"], doc["tasks"] = data, children[0], children[1]
+    lifecycle.restore(doc, shown, policy, now)
+    lifecycle.mark_due(doc, policy)
+    return doc
+
+
+# ================================================================== importing
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"number {text[:40]} is not finite")
+    return value
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+_decode = json.JSONDecoder(parse_float=_finite, parse_constant=_no_constant).decode
+
+
+def parse(raw: bytes) -> Any:
+    """One line of an export: a JSON value. Raises :class:`Invalid` saying why not."""
+    try:
+        return _decode(raw.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise Invalid(f"not UTF-8 (byte {exc.start + 1})") from None
+    except RecursionError:
+        raise Invalid("not JSON: nested too deeply") from None
+    except json.JSONDecodeError as exc:
+        raise Invalid(f"not JSON: {exc.msg} (at character {exc.pos + 1})") from None
+    except ValueError as exc:  # JSONDecodeError, non-finite numbers, over-long integers
+        raise Invalid(f"not JSON: {exc}") from None
+
+
+@dataclass
+class Checked:
+    """What :meth:`Importer.check` found: every id in the file, by line; a checksum
+    of each line (the second pass reads only what the first accepted); the line with
+    the highest id and its document (written first: see :class:`Importer`)."""
+
+    lines: dict[int, int] = field(default_factory=dict)  # service id -> line number
+    sums: array = field(default_factory=lambda: array("L"))  # crc32 of line n at n - 1
+    top: tuple[int, Doc] | None = None  # (line number, document) of the highest id
+
+    def __len__(self) -> int:
+        return len(self.lines)
+
+
+@dataclass
+class Imported:
+    imported: int = 0
+    skipped: int = 0
+
+
+class Importer:
+    """Loads services as exported (one per line, API.md 7.2) into ``store`` under the
+    ids they carry; the store's id counter moves past them.
+
+    Two passes over the lines. :meth:`check` reads them all and writes nothing: each
+    line must be a whole service of the representation (:func:`document`), ids
+    unique in the file and from 1 to 2^53 - 1, each service within the store's size
+    limit, and, with ``on_conflict`` ``fail``, no id may exist in the store. Any
+    fault refuses the whole file, with its line number. :meth:`load` then writes;
+    a line that changed since it was checked stops it.
+
+    **Writing, and the store's lock.** Services are written with ``put_services`` in
+    batches of about :data:`WRITE_BYTES` (at most :data:`WRITE_COUNT` services), each
+    one unit of work: a server on the same store waits at most one batch (some tens
+    of milliseconds) for its turn, instead of the whole import (seconds for 100,000
+    services, past its ``lock_timeout``), and memory holds one batch. The price is
+    that an import is not one unit of work, so for ``fail`` all-or-nothing is kept
+    another way: the service with the highest id is written first, alone, which
+    moves the id counter past every id of the file, so that no service the server
+    creates meanwhile can take one of them; a conflict that still arises later (an
+    import running at the same time), a failure to write, or an interruption
+    (Ctrl-C) removes what this import wrote, and nothing is imported (the ids it
+    took are not handed out again). A process killed in the middle of :meth:`load`
+    leaves the batches written before it.
+
+    ``skip`` keeps a stored service with the same id, ``replace`` overwrites it;
+    both write the rest.
+    """
+
+    WRITE_BYTES = 1 << 20
+    WRITE_COUNT = 2000
+
+    def __init__(self, store: ServiceStore, policy: Policy, now: datetime,
+                 on_conflict: str = "fail", max_service_bytes: int = 16 << 20):
+        if on_conflict not in ON_CONFLICT:
+            raise ValueError(f"on_conflict: one of {', '.join(ON_CONFLICT)}")
+        self.store, self.policy, self.now = store, policy, now
+        self.on_conflict, self.max_service_bytes = on_conflict, max_service_bytes
+
+    def _document(self, raw: bytes) -> Doc:
+        doc = document(parse(raw), self.policy, self.now)
+        if len(raw) > self.max_service_bytes // 2:  # only large ones are worth encoding
+            # about what the store will take (it also writes its index keys first, and
+            # is the last judge: a few bytes more than this, and the write refuses it)
+            size = len(_encode(doc))
+            if size > self.max_service_bytes:
+                raise Invalid(f"service {doc['service_id']} would take {size} bytes, more "
+                              f"than the limit of {self.max_service_bytes} "
+                              "([limits] max_service_bytes)")
+        return doc
+
+    def check(self, lines: Iterable[bytes]) -> Checked:
+        """Read every line and refuse the file at its first fault (:class:`Invalid`,
+        or :class:`Conflict` for an id that exists, with ``fail``), naming the line.
+        Blank lines are passed over."""
+        checked = Checked()
+        seen, sums = checked.lines, checked.sums
+        top = 0
+        for number, raw in enumerate(lines, 1):
+            sums.append(zlib.crc32(raw))
+            if not raw.strip():
+                continue
+            try:
+                doc = self._document(raw)
+            except Invalid as exc:
+                raise Invalid(f"line {number}: {exc.message}") from None
+            sid = doc["service_id"]
+            if sid in seen:
+                raise Invalid(f"line {number}: service {sid} is also on line {seen[sid]}")
+            seen[sid] = number
+            if sid > top:
+                top, checked.top = sid, (number, doc)
+        if self.on_conflict == "fail":
+            existing = self._existing(seen)
+            if existing:
+                first = min(existing, key=seen.__getitem__)
+                more = f" (and {len(existing) - 1} more)" if len(existing) > 1 else ""
+                raise Conflict(f"line {seen[first]}: service {first} exists in the store"
+                               f"{more}; nothing was imported")
+        return checked
+
+    def _existing(self, ids: dict[int, int]) -> list[int]:
+        found, after = [], 0
+        while True:
+            with self.store.scan(after=after, limit=10_000) as selection:
+                rows = selection.rows
+            found += [sid for sid, _ in rows if sid in ids]
+            if len(rows) < 10_000:
+                return found
+            after = rows[-1][0]
+
+    def load(self, lines: Iterable[bytes], checked: Checked) -> Imported:
+        """Write the services of ``lines``, the lines :meth:`check` accepted."""
+        done = Imported()
+        if checked.top is None:
+            return done
+        written: list[int] = []  # for fail: what to take back if a conflict comes late
+        top_line, top_doc = checked.top
+        sums = checked.sums
+        number = 0
+        try:
+            self._put([(top_line, top_doc)], done, written)
+            batch: list[tuple[int, Doc]] = []
+            size = 0
+            for number, raw in enumerate(lines, 1):
+                if number > len(sums) or zlib.crc32(raw) != sums[number - 1]:
+                    raise Invalid(f"line {number}: changed since the file was checked")
+                if number == top_line or not raw.strip():
+                    continue
+                # the line is the one check() accepted (same checksum): read it for less
+                batch.append((number, document(parse(raw), self.policy, self.now, True)))
+                size += len(raw)
+                if size >= self.WRITE_BYTES or len(batch) >= self.WRITE_COUNT:
+                    self._put(batch, done, written)
+                    batch, size = [], 0
+            if batch:
+                self._put(batch, done, written)
+            if number < len(sums):
+                raise Invalid(f"line {number + 1}: gone since the file was checked")
+        except (ContextError, KeyboardInterrupt) as exc:
+            failure = exc if isinstance(exc, ContextError) else ContextError("interrupted")
+            if self.on_conflict == "fail":
+                self._take_back(written, failure)
+            elif done.imported:
+                failure.message += f" (after {done.imported} services were imported)"
+            if failure is exc:
+                raise
+            raise failure from None
+        return done
+
+    def _put(self, batch: list[tuple[int, Doc]], done: Imported, written: list[int]) -> None:
+        try:
+            stored = self.store.put_services([doc for _, doc in batch], self.on_conflict)
+        except Conflict:
+            lines = {doc["service_id"]: number for number, doc in batch}
+            existing = self._existing(lines)
+            first = min(existing, key=lines.__getitem__) if existing else None
+            raise Conflict(
+                f"line {lines[first]}: service {first} exists in the store (written while "
+                "the import ran)" if first is not None else
+                "a service of the file was written while the import ran") from None
+        done.imported += stored
+        done.skipped += len(batch) - stored
+        if self.on_conflict == "fail":
+            written.extend(doc["service_id"] for _, doc in batch)
+
+    def _take_back(self, written: list[int], exc: ContextError) -> None:
+        """Remove what this import wrote (for ``fail``), and say so in ``exc``."""
+        try:
+            for start in range(0, len(written), 1000):
+                self.store.rewrite_services(written[start:start + 1000], lambda doc: None)
+        except ContextError as again:
+            exc.message += (f"; the {len(written)} services imported before it could not "
+                            f"be removed ({again.message})")
+        else:
+            exc.message += "; nothing was imported"
