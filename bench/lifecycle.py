@@ -296,7 +296,10 @@ def sweep_part(args: argparse.Namespace, tmp: str) -> dict:
     expiring = (n + 1) // 2
     path = os.path.join(tmp, "sweep", "cs.json")
     startup = 2 + n / 25_000  # a server's first answer, generously
-    lead = args.lead or (n / 5000 + 2 * startup + 2 * (2 + args.seconds) + 2 * interval + 10)
+    # room for the baseline, the refresh that follows the first sweep (measured for
+    # --window seconds at most) and a sweep interval, before the moment
+    lead = args.lead or (n / 5000 + 2 * startup + 2 * (2 + args.seconds) + args.window
+                         + 2 * interval + 15)
     expiry = time.time() + lead
     preload(path, n, args.year, expires=iso(expiry))
     log(f"sweep: preloaded {n:,} services, {expiring:,} expiring at {iso(expiry)} "
@@ -325,7 +328,8 @@ def sweep_part(args: argparse.Namespace, tmp: str) -> dict:
         started = refresh.wait_start(until=expiry - 1)
         if started is not None:  # the refresh: every service is read, nothing is due
             loads = Loads(server.port, customers, c)
-            finished = refresh.wait_end(previous, until=started + args.window)
+            finished = refresh.wait_end(previous, until=min(started + args.window,
+                                                            expiry - interval))
             out["refresh"] = loads.stop()
             out["refresh_loaded_s"] = time.time() - started
             finished = finished or refresh.wait_end(previous, until=time.time() + 600)
