@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import configparser
 import os
+import re
 from collections.abc import Mapping
 from typing import Any
 
+from .domain import access
 from .domain.lifecycle import Policy, parse_duration
 from .storage import ENGINES
 
@@ -40,9 +42,17 @@ SCHEMA: dict[str, dict[str, tuple[Any, type | str]]] = {
         "auto_complete_after": ("", "duration"),
         "sweep_interval": ("1m", "duration"),
     },
+    "http": {
+        "cors_origins": ("", "origins"),
+    },
 }
 # [expiration]: one key per service type (case kept), a duration each
 PER_TYPE = "expiration"
+# [api_keys]: one key per API key name, "<role> <sha256 hex> [<tenant>,...]" each;
+# in the file only (no environment variables), like [expiration]
+API_KEYS = "api_keys"
+# an origin as browsers send it: scheme://host[:port], nothing after
+_ORIGIN = re.compile(r"https?://([A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(:[0-9]{1,5})?")
 
 LEVELS = ("debug", "info", "warning", "error")
 
@@ -52,7 +62,30 @@ class ConfigError(Exception):
     """A configuration value cannot be used."""
 
 
+def _origins(raw: Any) -> tuple[str, ...]:
+    """``[http] cors_origins``: a comma-separated list of exact origins."""
+    if isinstance(raw, (list, tuple)):
+        raw = ",".join(raw)
+    origins = tuple(o.strip() for o in str(raw).split(",") if o.strip())
+    for origin in origins:
+        if not _ORIGIN.fullmatch(origin):
+            raise ConfigError(f"[http] cors_origins: {origin!r} is not an origin: "
+                              "scheme://host[:port], e.g. https://app.example.com")
+    return origins
+
+
+def _api_keys(values: Mapping[str, Any], keys: dict[str, access.ApiKey]) -> None:
+    """Add the keys of one layer's ``[api_keys]`` to ``keys``."""
+    for name, raw in values.items():
+        try:
+            keys[name] = access.parse(name, raw)
+        except ValueError as exc:
+            raise ConfigError(f"[{API_KEYS}] {name or '(no name)'}: {exc}") from None
+
+
 def _convert(section: str, key: str, raw: Any, kind: type | str) -> Any:
+    if kind == "origins":
+        return _origins(raw)
     if kind == "duration":
         if raw is None or isinstance(raw, int):
             return raw  # seconds already (test settings)
@@ -97,7 +130,7 @@ def load(test_config: Mapping[str, Mapping[str, Any]] | None = None,
         except configparser.Error as exc:
             raise ConfigError(f"cannot parse {ini_path}: {exc}") from None
         for section in parser.sections():
-            if section == PER_TYPE:
+            if section in (PER_TYPE, API_KEYS):
                 continue
             if section not in SCHEMA:
                 raise ConfigError(f"{ini_path}: unknown section [{section}]")
@@ -120,8 +153,13 @@ def load(test_config: Mapping[str, Mapping[str, Any]] | None = None,
     settings["lifecycle"] = {k: _convert("lifecycle", k, v, "duration")
                              for k, v in settings["lifecycle"].items()}
     settings[PER_TYPE] = {}
+    settings["http"]["cors_origins"] = ()
+    keys: dict[str, access.ApiKey] = {}
     for _, layer in layers:
         for section, values in layer.items():
+            if section == API_KEYS:
+                _api_keys(values, keys)
+                continue
             if section == PER_TYPE:
                 for key, raw in values.items():
                     seconds = _convert(PER_TYPE, key, raw, "duration")
@@ -140,7 +178,19 @@ def load(test_config: Mapping[str, Mapping[str, Any]] | None = None,
     if not settings["lifecycle"]["sweep_interval"]:
         raise ConfigError("[lifecycle] sweep_interval: a duration is required")
     settings["storage"]["path"] = os.path.abspath(settings["storage"]["path"])
+    settings[API_KEYS] = _checked_keys(keys)
     return settings
+
+
+def _checked_keys(keys: dict[str, access.ApiKey]) -> dict[str, access.ApiKey]:
+    """``[api_keys]``, refusing one key configured under two names (the log would
+    name either)."""
+    names: dict[bytes, str] = {}
+    for name, key in keys.items():
+        if key.digest in names:
+            raise ConfigError(f"[{API_KEYS}] {name}: the same key as {names[key.digest]}")
+        names[key.digest] = name
+    return keys
 
 
 def policy(settings: Mapping[str, Mapping[str, Any]]) -> Policy:

@@ -12,7 +12,9 @@ Any setting can still be given on the command line.
 
 from __future__ import annotations
 
+import ipaddress
 import json
+import socket
 import time
 from typing import Any
 
@@ -84,3 +86,38 @@ def write_json_error(sock, status_int: int, reason: str, mesg: str) -> None:
 
 
 util.write_error = write_json_error
+
+
+def exposed(listeners: Any) -> list[str]:
+    """The listeners reachable from other machines: TCP on an address other than
+    loopback (0.0.0.0 and :: included). Unix sockets are local."""
+    found = []
+    for listener in listeners:
+        sock = getattr(listener, "sock", None)
+        if sock is None or sock.family not in (socket.AF_INET, socket.AF_INET6):
+            continue
+        address = ipaddress.ip_address(sock.getsockname()[0].split("%")[0])
+        mapped = getattr(address, "ipv4_mapped", None)
+        if not (mapped or address).is_loopback:
+            found.append(str(listener))
+    return found
+
+
+def when_ready(server: Any) -> None:
+    """Warn, once the master listens, when the service can be reached from other
+    machines and has no API key: anyone who can reach it can then read and change
+    every service (API.md 8.1)."""
+    from contextsvc import config
+
+    try:
+        settings = config.load()
+    except config.ConfigError:
+        return  # the workers will not start, and say why
+    if settings[config.API_KEYS]:
+        return
+    for address in exposed(server.LISTENERS):
+        server.log.warning(
+            "Listening at %s, beyond loopback, with no API key configured: anyone who "
+            "can reach this address can read, change and delete every service. Add a "
+            "key to [api_keys] (contextsvc keys new NAME --role ROLE) or bind to "
+            "127.0.0.1.", address)

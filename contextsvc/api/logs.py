@@ -1,5 +1,6 @@
 """Logs on stdout, in gunicorn's format: one INFO line per request with its method,
-path, status and duration.
+path, status and duration, and ``key=<name>`` when an API key was found (its name
+from ``[api_keys]``; the key itself is never logged).
 
 Customer ids and contact keys are personal data: the logged path shows the route
 with ``<customer_id>`` / ``<contact_key>`` in their place, query strings are not
@@ -69,6 +70,11 @@ def setup(app: Flask, level: str) -> None:
     def _log_request(response: Any) -> Any:
         started = g.get("contextsvc_started")
         duration = (time.perf_counter() - started) * 1000 if started else 0.0
-        access.info("%s %s %s %.1fms", request.method, logged_path(), response.status_code,
-                    duration)
+        key = g.get("contextsvc_key")
+        if key is None:
+            access.info("%s %s %s %.1fms", request.method, logged_path(),
+                        response.status_code, duration)
+        else:
+            access.info("%s %s %s %.1fms key=%s", request.method, logged_path(),
+                        response.status_code, duration, key)
         return response
