@@ -84,5 +84,6 @@ def test_a_broken_key_line_is_a_one_line_failure(tmp_path):
     ini.write_text("[api_keys]\nivr = write abc\n")
     result = run("keys", "new", "x", "--role", "read", env={"CONTEXTSVC_CONFIG": str(ini)})
     assert result.returncode == 1
-    assert result.stderr.startswith("contextsvc: error: configuration: [api_keys] ivr: ")
+    assert result.stderr.startswith("contextsvc: error: configuration: ")
+    assert "[api_keys] ivr: the second part must be the SHA-256" in result.stderr
     assert len(result.stderr.splitlines()) == 1

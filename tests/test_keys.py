@@ -288,7 +288,7 @@ def test_a_malformed_key_line_in_the_file_stops_the_app(tmp_path, monkeypatch):
     ini = tmp_path / "contextsvc.ini"
     ini.write_text(f"[api_keys]\nreports = read {HASH}\nivr = writer {HASH[::-1]}\n")
     monkeypatch.setenv("CONTEXTSVC_CONFIG", str(ini))
-    with pytest.raises(ConfigError, match=r"^\[api_keys\] ivr: unknown role 'writer'"):
+    with pytest.raises(ConfigError, match=r"\[api_keys\] ivr: unknown role 'writer'"):
         create_app({"storage": {"engine": "memory"}})
 
 
