@@ -11,7 +11,9 @@ otherwise be ignored, and the server would use the default path): only
 ``CONTEXTSVC_CONFIG`` and the ``CONTEXTSVC_<SECTION>_<KEY>`` of :data:`SCHEMA`
 exist. Retention per service type (``[expiration]``) has no environment form:
 service types keep their case and may hold characters that variable names cannot,
-so ``CONTEXTSVC_EXPIRATION_*`` is refused with a message saying so.
+so ``CONTEXTSVC_EXPIRATION_*`` is refused with a message saying so. API keys
+(``[api_keys]``) have none either: they are set in the file, next to the rest of
+the deployment's configuration, and ``CONTEXTSVC_API_KEYS_*`` is refused likewise.
 
 The server stops on such an error with one line, ``contextsvc: error:
 configuration: ...``, and exit status :data:`EXIT_CONFIG` (see
@@ -29,6 +31,7 @@ import sys
 from collections.abc import Callable, Mapping
 from typing import Any, NoReturn
 
+from .domain import access
 from .domain.lifecycle import Policy, parse_duration
 from .storage import ENGINES
 
@@ -74,9 +77,17 @@ SCHEMA: dict[str, dict[str, tuple[Any, type | str]]] = {
     "idempotency": {
         "retention": ("24h", "duration"),
     },
+    "http": {
+        "cors_origins": ("", "origins"),
+    },
 }
 # [expiration]: one key per service type (case kept), a duration each; INI only
 PER_TYPE = "expiration"
+# [api_keys]: one key per API key name, "<role> <sha256 hex> [<tenant>,...]" each;
+# INI only
+API_KEYS = "api_keys"
+# an origin as browsers send it: scheme://host[:port], nothing after
+_ORIGIN = re.compile(r"https?://([A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(:[0-9]{1,5})?")
 
 LEVELS = ("debug", "info", "warning", "error")
 
@@ -105,6 +116,15 @@ def env_name(section: str, key: str) -> str:
 
 
 def _convert(where: str, raw: Any, kind: type | str) -> Any:
+    if kind == "origins":
+        if isinstance(raw, (list, tuple)):
+            raw = ",".join(raw)
+        origins = tuple(o.strip() for o in str(raw).split(",") if o.strip())
+        for origin in origins:
+            if not _ORIGIN.fullmatch(origin):
+                raise ConfigError(f"{where}: {origin!r} is not an origin: "
+                                  "scheme://host[:port], e.g. https://app.example.com")
+        return origins
     if kind == "duration":
         if raw is None or isinstance(raw, int):
             return raw  # seconds already (test settings)
@@ -159,11 +179,11 @@ def _read_ini(ini_path: str) -> dict[str, dict[str, str]]:
         message = " ".join(str(exc).split())  # configparser's messages span lines
         raise ConfigError(f"cannot parse {ini_path}: {message}") from None
     for section in values:
-        if section == PER_TYPE:
+        if section in (PER_TYPE, API_KEYS):
             continue
         if section not in SCHEMA:
             raise ConfigError(f"{ini_path}: unknown section [{section}] (known: "
-                              f"{', '.join(f'[{s}]' for s in (*SCHEMA, PER_TYPE))})")
+                              f"{', '.join(f'[{s}]' for s in (*SCHEMA, PER_TYPE, API_KEYS))})")
         for key in values[section]:
             if key not in SCHEMA[section]:
                 raise ConfigError(f"{ini_path}: unknown key {key!r} in [{section}] (known: "
@@ -185,6 +205,9 @@ def _read_environ(environ: Mapping[str, str]) -> dict[str, dict[str, str]]:
             raise ConfigError(f"{name}: retention per service type has no environment "
                               f"form; set it in the [{PER_TYPE}] section of the file named "
                               f"by {CONFIG_VARIABLE}")
+        elif name.startswith(env_name(API_KEYS, "")):
+            raise ConfigError(f"{name}: API keys have no environment form; set them in the "
+                              f"[{API_KEYS}] section of the file named by {CONFIG_VARIABLE}")
         else:
             close = difflib.get_close_matches(name, [*known, CONFIG_VARIABLE], n=1)
             hint = f"did you mean {close[0]}? " if close else ""
@@ -216,8 +239,17 @@ def load(test_config: Mapping[str, Mapping[str, Any]] | None = None,
                 settings[section][key] = _convert(f"[{section}] {key}", default, kind)
     source = {(s, k): f"[{s}] {k}" for s, keys in SCHEMA.items() for k in keys}
     settings[PER_TYPE] = {}
+    keys: dict[str, access.ApiKey] = {}
     for layer, where in layers:
         for section, values in layer.items():
+            if section == API_KEYS:
+                for name, raw in values.items():
+                    try:
+                        keys[name] = access.parse(name, raw)
+                    except ValueError as exc:
+                        raise ConfigError(f"{where(section, name or '(no name)')}: {exc}"
+                                          ) from None
+                continue
             if section == PER_TYPE:
                 for key, raw in values.items():
                     seconds = _convert(where(section, key), raw, "duration")
@@ -242,7 +274,19 @@ def load(test_config: Mapping[str, Mapping[str, Any]] | None = None,
     if not settings["idempotency"]["retention"]:
         raise ConfigError(f"{source['idempotency', 'retention']}: a duration is required")
     settings["storage"]["path"] = os.path.abspath(settings["storage"]["path"])
+    settings[API_KEYS] = _checked_keys(keys)
     return settings
+
+
+def _checked_keys(keys: dict[str, access.ApiKey]) -> dict[str, access.ApiKey]:
+    """``[api_keys]``, refusing one key configured under two names (the log would
+    name either)."""
+    names: dict[bytes, str] = {}
+    for name, key in keys.items():
+        if key.digest in names:
+            raise ConfigError(f"[{API_KEYS}] {name}: the same key as {names[key.digest]}")
+        names[key.digest] = name
+    return keys
 
 
 def policy(settings: Mapping[str, Mapping[str, Any]]) -> Policy:

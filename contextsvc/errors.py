@@ -26,6 +26,14 @@ class NotFound(ContextError):
     """No such service, state or task."""
 
 
+class Unauthorized(ContextError):
+    """No API key, a malformed one, or one that is not configured (API.md 8.1)."""
+
+
+class Forbidden(ContextError):
+    """The API key's role does not allow the operation (API.md 8.1)."""
+
+
 class Conflict(ContextError):
     """The change contradicts the resource's state (completing what is completed)."""
 

@@ -23,7 +23,9 @@ line (``-b``, ``-w``) and ``GUNICORN_CMD_ARGS`` after this module, so those win.
 
 from __future__ import annotations
 
+import ipaddress
 import json
+import socket
 import time
 from typing import Any
 
@@ -120,3 +122,36 @@ def on_starting(server: Any) -> None:
         server.log.warning("[storage] engine = memory with %d workers: each worker has its "
                            "own data, so a request may not see an earlier one's writes; "
                            "use -w 1", server.cfg.workers)
+
+
+def exposed(listeners: Any) -> list[str]:
+    """The listeners reachable from other machines: TCP on an address other than
+    loopback (0.0.0.0 and :: included). Unix sockets are local."""
+    found = []
+    for listener in listeners:
+        sock = getattr(listener, "sock", None)
+        if sock is None or sock.family not in (socket.AF_INET, socket.AF_INET6):
+            continue
+        address = ipaddress.ip_address(sock.getsockname()[0].split("%")[0])
+        mapped = getattr(address, "ipv4_mapped", None)
+        if not (mapped or address).is_loopback:
+            found.append(str(listener))
+    return found
+
+
+def when_ready(server: Any) -> None:
+    """Warn, once the master listens, when the service can be reached from other
+    machines and has no API key: anyone who can reach it can then read and change
+    every service (API.md 8.1)."""
+    try:
+        settings = _config.load()
+    except _config.ConfigError:
+        return  # on_starting has stopped the server already
+    if settings[_config.API_KEYS]:
+        return
+    for address in exposed(server.LISTENERS):
+        server.log.warning(
+            "Listening at %s, beyond loopback, with no API key configured: anyone who "
+            "can reach this address can read, change and delete every service. Add a "
+            "key to [api_keys] (contextsvc keys new NAME --role ROLE) or bind to "
+            "127.0.0.1.", address)

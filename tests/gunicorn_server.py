@@ -25,8 +25,9 @@ class Server:
     def __init__(self, db_path: str, workers: int = 4, extra_env: dict[str, str] | None = None,
                  extra_args: tuple[str, ...] = ()):
         self.port = free_port()
-        env = {**os.environ, "CONTEXTSVC_STORAGE_PATH": db_path, **(extra_env or {})}
-        env.pop("CONTEXTSVC_CONFIG", None)
+        env = {**os.environ, "CONTEXTSVC_STORAGE_PATH": db_path}
+        env.pop("CONTEXTSVC_CONFIG", None)  # not the caller's own; extra_env may name one
+        env.update(extra_env or {})
         self.log = open(db_path + ".gunicorn.log", "wb")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "gunicorn", "-c", "python:contextsvc.gunicorn_conf",
@@ -37,7 +38,8 @@ class Server:
         deadline = time.monotonic() + 30
         while True:
             try:
-                if self.request("GET", "/services/anonymous/ping")[0] == 200:
+                # 401: the configuration has API keys; the app answered all the same
+                if self.request("GET", "/services/anonymous/ping")[0] in (200, 401):
                     break
             except OSError:
                 pass

@@ -72,17 +72,34 @@ def test_a_route_can_only_be_added_as_an_operation():
             add()
 
 
+PUBLIC_RULES = {"/health"}  # besides the docs page and openapi.json, not operations
+
+
 def test_every_operation_declares_its_role(client, app):
+    """API.md 8.1: GET outside /maintenance/ is read, any other method there is write,
+    everything under /maintenance/ is admin; only the health check is public. The
+    document shows the role and, unless public, the bearer scheme."""
     document = client.get(SPEC).get_json()
+    assert document["components"]["securitySchemes"]["bearer"] == {
+        "type": "http", "scheme": "bearer",
+        "description": document["components"]["securitySchemes"]["bearer"]["description"]}
     for op in operations(app):
-        if op.rule.startswith("/maintenance/"):  # API.md 8.1: everything there is admin
+        if op.rule in PUBLIC_RULES:
+            assert op.role == "public", op
+        elif op.rule.startswith("/maintenance/"):
             assert op.role == "admin", op
         elif op.rule == "/health":  # API.md 7.3: needs no key
             assert op.role == "public", op
         else:
             assert op.role == ("read" if op.method == "GET" else "write"), op
         path = re.sub(r"<(?:[^:<>]+:)?([^<>]+)>", r"{\1}", op.rule)
-        assert document["paths"][path][op.method.lower()]["x-role"] == op.role
+        documented = document["paths"][path][op.method.lower()]
+        assert documented["x-role"] == op.role
+        if op.role == "public":
+            assert documented["security"] == [] and "401" not in documented["responses"]
+        else:
+            assert documented["security"] == [{"bearer": []}]
+            assert {"401", "403"} <= set(documented["responses"])
 
 
 @pytest.mark.parametrize("base", ["/genesys/1/cs", ""])

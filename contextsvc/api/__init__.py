@@ -6,10 +6,24 @@ from __future__ import annotations
 
 from typing import Any
 
+import flask
 from flask import Flask, Response
 
 from ..domain.timed import Clock, utc_now
-from . import docs, errors, health, journey, logs, maintenance, services, states, store, tasks
+from . import (
+    auth,
+    cors,
+    docs,
+    errors,
+    health,
+    journey,
+    logs,
+    maintenance,
+    services,
+    states,
+    store,
+    tasks,
+)
 from .operations import ApiBlueprint, EmptyResponse
 from .request import IdConverter
 
@@ -21,9 +35,13 @@ BLUEPRINTS: tuple[ApiBlueprint, ...] = (services.bp, states.bp, tasks.bp, mainte
 class App(Flask):
     def make_default_options_response(self) -> Response:
         """An OPTIONS answer has no body, and so no Content-Type (Flask's would say
-        text/html)."""
+        text/html). A browser's CORS preflight gets 204 (API.md 8.3); its CORS
+        headers, when its origin is allowed, come from :mod:`.cors`."""
         response = super().make_default_options_response()
-        empty = EmptyResponse(status=response.status_code)
+        # (flask.request: the name "request" here is this package's module)
+        headers = flask.request.headers
+        preflight = "Origin" in headers and "Access-Control-Request-Method" in headers
+        empty = EmptyResponse(status=204 if preflight else response.status_code)
         empty.headers["Allow"] = response.headers["Allow"]
         return empty
 
@@ -32,6 +50,8 @@ def init_app(app: Flask, settings: dict[str, Any], clock: Clock = utc_now) -> No
     app.url_map.converters["id"] = IdConverter
     errors.register(app)
     logs.setup(app, settings["logging"]["level"])
+    auth.init_app(app, settings)
+    cors.init_app(app, settings["http"]["cors_origins"])
     app.extensions["contextsvc.api"] = BLUEPRINTS
     for bp in (*BLUEPRINTS, docs.bp, journey.bp):
         for base in BASE_PATHS:

@@ -22,12 +22,19 @@ class ErrorStatus(NamedTuple):
     status: int
     exception: str
     retry_after: int | None = None
+    challenge: str | None = None  # WWW-Authenticate
+
+
+# RFC 6750: the challenge of an API that takes bearer tokens
+BEARER = "Bearer"
 
 
 # domain error -> what the client sees; a subclass not listed falls back to its parent
 DOMAIN: dict[type[errors.ContextError], ErrorStatus] = {
     errors.ContextError: ErrorStatus(500, "InternalServerError"),
     errors.Invalid: ErrorStatus(400, "ValidationError"),
+    errors.Unauthorized: ErrorStatus(401, "UnauthorizedException", challenge=BEARER),
+    errors.Forbidden: ErrorStatus(403, "ForbiddenException"),
     errors.NotFound: ErrorStatus(404, "NotFoundException"),
     errors.Conflict: ErrorStatus(409, "ConflictException"),
     errors.TooLarge: ErrorStatus(413, "PayloadTooLarge"),
@@ -42,6 +49,8 @@ DOMAIN: dict[type[errors.ContextError], ErrorStatus] = {
 # the exception names the contract gives to HTTP statuses
 HTTP_NAMES = {
     400: "ValidationError",
+    401: "UnauthorizedException",
+    403: "ForbiddenException",
     404: "NotFoundException",
     405: "MethodNotAllowed",
     409: "ConflictException",
@@ -95,10 +104,14 @@ def register(app: Flask) -> None:
 
     @app.errorhandler(errors.ContextError)
     def _domain(exc: errors.ContextError) -> Response:
-        status, name, retry = mapping_of(exc)
+        status, name, retry, challenge = mapping_of(exc)
         if status >= 500:
             log.error("%s: %s", name, exc.message)
-        headers = {"Retry-After": str(retry)} if retry is not None else None
+        headers = {}
+        if retry is not None:
+            headers["Retry-After"] = str(retry)
+        if challenge is not None:
+            headers["WWW-Authenticate"] = challenge
         return _respond(status, error_body(exc.message, name, exc.errors), headers)
 
     @app.errorhandler(HTTPException)

@@ -1,5 +1,6 @@
 """Logs on stdout, in gunicorn's format: one INFO line per request with its method,
-path, status and duration.
+path, status and duration, and ``key=<name>`` when an API key was found (its name
+from ``[api_keys]``; the key itself is never logged).
 
 Customer ids and contact keys are personal data: the logged path shows the route
 with ``<customer_id>`` / ``<contact_key>`` in their place, query strings are not
@@ -76,6 +77,12 @@ def setup(app: Flask, level: str) -> None:
         duration = (time.perf_counter() - started) * 1000 if started else 0.0
         quiet = (response.status_code < 400 and request.blueprint is not None
                  and request.blueprint.removesuffix("_root") in QUIET)
-        access.log(logging.DEBUG if quiet else logging.INFO, "%s %s %s %.1fms",
-                   request.method, logged_path(), response.status_code, duration)
+        level = logging.DEBUG if quiet else logging.INFO
+        key = g.get("contextsvc_key")
+        if key is None:
+            access.log(level, "%s %s %s %.1fms", request.method, logged_path(),
+                       response.status_code, duration)
+        else:
+            access.log(level, "%s %s %s %.1fms key=%s", request.method, logged_path(),
+                       response.status_code, duration, key)
         return response

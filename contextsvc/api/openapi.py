@@ -28,6 +28,7 @@ from marshmallow.validate import OneOf
 from .. import __version__
 from ..domain import events, model
 from ..domain.fields import MAX_SUB_ID, MAX_TYPE_LENGTH, IntOrString, StrictBoolean, Timestamp
+from .auth import PUBLIC
 from .errors import Error
 from .operations import ANY_OBJECT, ANY_VALUE, EXPORT, Operation
 from .query import CommaList, Flag
@@ -43,7 +44,19 @@ Context Services: services (customer commitments), their states and tasks, with
 attached data, for contact centers. Every path is also served without the
 `/genesys/1/cs` prefix. Any top-level key of a start or end body that is not a field
 is *attached data*: any JSON value, kept under its key. Errors are JSON:
-`{"message", "exception", "errors"?}`."""
+`{"message", "exception", "errors"?}`.
+
+When the server has API keys (`[api_keys]`), each operation needs one, sent as
+`Authorization: Bearer <key>` ("Authorize" on this page), whose role allows it:
+`read` (every GET), `write` (read, and every change), `admin` (write, and
+`/maintenance/`). No key or an unknown one: 401; a role that does not allow the
+operation: 403. Without keys, nothing needs one."""
+
+SECURITY_SCHEMES = {
+    "bearer": {"type": "http", "scheme": "bearer",
+               "description": "An API key from `contextsvc keys new` (only when the "
+                              "server has `[api_keys]`)"},
+}
 
 
 def _custom_fields(self: Any, field: fields.Field, **kwargs: Any) -> dict[str, Any]:
@@ -101,6 +114,8 @@ PATH_PARAMS = {
 
 _ERRORS = {
     400: "Invalid body, query parameter or header",
+    401: "No API key, or one the server does not know (when it has keys)",
+    403: "The API key's role does not allow this operation",
     404: "No such route, service, state or task",
     409: "Already completed",
     412: "If-Match: the service has changed since (PreconditionFailed); nothing changed",
@@ -211,6 +226,7 @@ def _operation(op: Operation, plugin: MarshmallowPlugin) -> dict[str, Any]:
         "operationId": op.operation_id, "summary": op.summary, "tags": [op.blueprint],
         "parameters": parameters, "responses": {},
         "x-role": op.role,
+        "security": [] if op.role == PUBLIC else [{"bearer": []}],
     }
     if op.body == ANY_VALUE:
         document["requestBody"] = {"required": True, "description": "the new value (any JSON)",
@@ -280,11 +296,17 @@ def _operation(op: Operation, plugin: MarshmallowPlugin) -> dict[str, Any]:
         codes += [409, 422]
     if conditional:
         codes += [412]
+    if op.role != PUBLIC:
+        codes += [401, 403]
     for code in sorted(set(codes)):
         text = _ERRORS[code]
         if code == 409 and keyed:
             text = f"{text}, or {_RUNNING}" if 409 in op.errors else f"Busy: {_RUNNING}"
         responses[str(code)] = {"description": text, "content": _json(_ref("Error"))}
+    if "401" in responses:
+        responses["401"]["headers"] = {"WWW-Authenticate": {
+            "schema": {"type": "string", "example": "Bearer"},
+            "description": "the scheme to use: Bearer"}}
     return document
 
 
@@ -316,6 +338,7 @@ def build(operations: Iterable[Operation]) -> dict[str, Any]:
     for op in operations:
         paths.setdefault(_path(op.rule), {})[op.method.lower()] = _operation(op, plugin)
     document = spec.to_dict()
+    document["components"]["securitySchemes"] = SECURITY_SCHEMES
     components = document["components"]["schemas"]
     for name in [*(s.__name__ for s in bodies), "TransitionFrom", "TransitionTo",
                  "ServiceStart", "StateStart", "TaskStart", "CompositeElement"]:

@@ -9,10 +9,11 @@
 The decorator registers the URL rule and an :class:`Operation` (body schema, query
 schema, success status, response, role) that the OpenAPI document is built from;
 :meth:`ApiBlueprint.route` and friends are refused, so no route can be served that
-the document does not list. The view gets the parsed ``query`` (when the operation
-declares one) and ``body`` (when it takes one); it returns the payload, or
-``(payload, headers)``, or ``None`` for an answer without a body, and the decorator
-answers with the operation's status.
+the document does not list. Before anything of the request is read, the wrapper
+checks that its API key has the operation's role (:func:`.auth.check`). The view
+gets the parsed ``query`` (when the operation declares one) and ``body`` (when it
+takes one); it returns the payload, or ``(payload, headers)``, or ``None`` for an
+answer without a body, and the decorator answers with the operation's status.
 """
 
 from __future__ import annotations
@@ -26,13 +27,13 @@ from flask import Blueprint, Response, jsonify, request
 from marshmallow import Schema
 
 from ..storage.base import Recorded
+from . import auth, retries
 from . import request as req
-from . import retries
 from .query import Parser
 from .store import resolve_store
 
-# Who may call an operation (API.md 8.1): read, write and admin are the key roles;
-# public operations need no key at all (the health check a load balancer polls).
+# Who may call an operation (API.md 8.1), each role allowing what the ones before it
+# allow: public (no key), read, write, admin. Checked by auth.check before the view.
 ROLES = ("public", "read", "write", "admin")
 
 # bodies that are not a schema (attached data): any JSON value, or any JSON object.
@@ -76,6 +77,7 @@ class _Handling:
     body: str | None  # "value" (any JSON, required), "object" (a JSON object) or None
     body_required: bool
     query: type[Schema] | None
+    role: str
 
 
 class EmptyResponse(Response):
@@ -116,14 +118,14 @@ class ApiBlueprint(Blueprint):
         def decorate(view: Callable[..., Any]) -> Callable[..., Any]:
             name = view.__name__
             kind = None if body is None else "value" if isinstance(body, str) else "object"
-            handling = _Handling(status, kind, body_required, query)
+            handling = _Handling(status, kind, body_required, query, role)
             known = self._views.get(name)
             if known is None:
                 wrapped = _wrap(view, handling, self._store)
                 self._views[name] = (handling, wrapped)
             elif known[0] != handling:
-                raise ValueError(f"{self.name}.{name}: every route of a view must parse and "
-                                 "answer alike")
+                raise ValueError(f"{self.name}.{name}: every route of a view must parse, "
+                                 "answer and need a role alike")
             else:
                 wrapped = known[1]
             self.operations.append(Operation(
@@ -146,9 +148,11 @@ def _wrap(view: Callable[..., Any], handling: _Handling, retrying: bool = True
           ) -> Callable[..., Any]:
     parse_query = Parser(handling.query) if handling.query is not None else None
     status, body, required = handling.status, handling.body, handling.body_required
+    role = handling.role
 
     @functools.wraps(view)
     def run(**kwargs: Any) -> Response:
+        auth.check(role)  # before anything is read: a refused request costs little
         record = retries.begin() if retrying else None
         if record is not None:
             return replay(record)
