@@ -63,6 +63,10 @@ BODIES = {
 }
 
 
+# Values of required query parameters that have no example in the document.
+QUERIES = {"time_from": "2000-01-01T00:00:00Z"}
+
+
 def fresh(client) -> dict[str, object]:
     """A service of customer C with a state and a task: the path values of one request."""
     r = client.post(f"{PREFIX}/services/start", json={"contact_key": "K", "customer_id": "C"},
@@ -92,6 +96,11 @@ def request_of(document, method, path, operation, ids):
         if callable(body):
             body = body(ids)
     url = PREFIX + re.sub(r"\{(\w+)\}", lambda m: str(ids[m.group(1)]), path)
+    required = [p for p in operation.get("parameters", [])
+                if p.get("in") == "query" and p.get("required")]
+    if required:
+        url += "?" + "&".join(f"{p['name']}={p.get('example', QUERIES.get(p['name']))}"
+                              for p in required)
     return method.upper(), url, body
 
 
