@@ -10,25 +10,14 @@ contract's shape.
 from __future__ import annotations
 
 import json
-import math
 from typing import Any
 
 from werkzeug.exceptions import RequestEntityTooLarge, UnsupportedMediaType
 
+from ..domain.jsontext import finite_float, no_constant
 from ..errors import Invalid
 
 ABSENT = object()
-
-
-def _finite_float(text: str) -> float:
-    value = float(text)
-    if not math.isfinite(value):
-        raise ValueError(f"number {text[:40]} is not finite")
-    return value
-
-
-def _no_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not a JSON number")
 
 
 def _is_json_type(mimetype: str) -> bool:
@@ -84,7 +73,7 @@ def parse(raw: bytes, mimetype: str, limits: dict[str, int]) -> Any:
         raise Invalid("The body is not valid UTF-8",
                       {"_body": [f"invalid UTF-8 at byte {exc.start}"]}) from None
     try:
-        value = json.loads(text, parse_float=_finite_float, parse_constant=_no_constant)
+        value = json.loads(text, parse_float=finite_float, parse_constant=no_constant)
     except RecursionError:
         raise Invalid(f"JSON nesting deeper than {limits['max_depth']} levels",
                       {"_body": ["nesting too deep"]}) from None

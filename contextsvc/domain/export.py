@@ -24,7 +24,6 @@ memory holds one batch at a time whatever the size of the store.
 from __future__ import annotations
 
 import json
-import math
 import re
 import zlib
 from array import array
@@ -41,6 +40,7 @@ from ..storage.base import ON_CONFLICT, ServiceStore
 from . import lifecycle, timeutil
 from .events import EVENT_FIELDS, SCHEMAS
 from .fields import MAX_TYPE_LENGTH, IntOrString, Timestamp
+from .jsontext import finite_float, no_constant
 from .lifecycle import Policy
 from .model import COMMON, KINDS, RESERVED, STATE, TASK, Doc, Kind, is_active, render_service
 
@@ -411,18 +411,7 @@ def _again(rep: Doc, policy: Policy, now: datetime) -> Doc:
 
 
 # ================================================================== importing
-def _finite(text: str) -> float:
-    value = float(text)
-    if not math.isfinite(value):
-        raise ValueError(f"number {text[:40]} is not finite")
-    return value
-
-
-def _no_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not a JSON number")
-
-
-_decode = json.JSONDecoder(parse_float=_finite, parse_constant=_no_constant).decode
+_decode = json.JSONDecoder(parse_float=finite_float, parse_constant=no_constant).decode
 
 
 def parse(raw: bytes) -> Any:
