@@ -13,7 +13,8 @@ exist. Retention per service type (``[expiration]``) has no environment form:
 service types keep their case and may hold characters that variable names cannot,
 so ``CONTEXTSVC_EXPIRATION_*`` is refused with a message saying so. API keys
 (``[api_keys]``) have none either: they are set in the file, next to the rest of
-the deployment's configuration, and ``CONTEXTSVC_API_KEYS_*`` is refused likewise.
+the deployment's configuration, and ``CONTEXTSVC_API_KEYS_*`` is refused likewise;
+so are ``CONTEXTSVC_TENANTS_*`` (``[tenants]``: tenant names keep their case).
 
 The server stops on such an error with one line, ``contextsvc: error:
 configuration: ...``, and exit status :data:`EXIT_CONFIG` (see
@@ -24,6 +25,7 @@ prints the same line and exits 1, like its other failures.
 from __future__ import annotations
 
 import configparser
+import dataclasses
 import difflib
 import os
 import re
@@ -31,7 +33,7 @@ import sys
 from collections.abc import Callable, Mapping
 from typing import Any, NoReturn
 
-from .domain import access
+from .domain import access, tenancy
 from .domain.lifecycle import Policy, parse_duration
 from .storage import ENGINES
 
@@ -86,6 +88,9 @@ PER_TYPE = "expiration"
 # [api_keys]: one key per API key name, "<role> <sha256 hex> [<tenant>,...]" each;
 # INI only
 API_KEYS = "api_keys"
+# [tenants]: "<name> = <store>", "<name>.id = <number>", "default = <name>"; INI only
+TENANTS = "tenants"
+DYNAMIC = (PER_TYPE, API_KEYS, TENANTS)
 # an origin as browsers send it: scheme://host[:port], nothing after
 _ORIGIN = re.compile(r"https?://([A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(:[0-9]{1,5})?")
 
@@ -179,11 +184,11 @@ def _read_ini(ini_path: str) -> dict[str, dict[str, str]]:
         message = " ".join(str(exc).split())  # configparser's messages span lines
         raise ConfigError(f"cannot parse {ini_path}: {message}") from None
     for section in values:
-        if section in (PER_TYPE, API_KEYS):
+        if section in DYNAMIC:
             continue
         if section not in SCHEMA:
             raise ConfigError(f"{ini_path}: unknown section [{section}] (known: "
-                              f"{', '.join(f'[{s}]' for s in (*SCHEMA, PER_TYPE, API_KEYS))})")
+                              f"{', '.join(f'[{s}]' for s in (*SCHEMA, *DYNAMIC))})")
         for key in values[section]:
             if key not in SCHEMA[section]:
                 raise ConfigError(f"{ini_path}: unknown key {key!r} in [{section}] (known: "
@@ -208,6 +213,9 @@ def _read_environ(environ: Mapping[str, str]) -> dict[str, dict[str, str]]:
         elif name.startswith(env_name(API_KEYS, "")):
             raise ConfigError(f"{name}: API keys have no environment form; set them in the "
                               f"[{API_KEYS}] section of the file named by {CONFIG_VARIABLE}")
+        elif name.startswith(env_name(TENANTS, "")):
+            raise ConfigError(f"{name}: tenants have no environment form; set them in the "
+                              f"[{TENANTS}] section of the file named by {CONFIG_VARIABLE}")
         else:
             close = difflib.get_close_matches(name, [*known, CONFIG_VARIABLE], n=1)
             hint = f"did you mean {close[0]}? " if close else ""
@@ -240,12 +248,19 @@ def load(test_config: Mapping[str, Mapping[str, Any]] | None = None,
     source = {(s, k): f"[{s}] {k}" for s, keys in SCHEMA.items() for k in keys}
     settings[PER_TYPE] = {}
     keys: dict[str, access.ApiKey] = {}
+    key_source: dict[str, str] = {}
+    tenant_lines: dict[str, tuple[str, str]] = {}  # key -> (value, where it was set)
     for layer, where in layers:
         for section, values in layer.items():
+            if section == TENANTS:
+                for key, raw in values.items():
+                    tenant_lines[key] = (str(raw), where(section, key))
+                continue
             if section == API_KEYS:
                 for name, raw in values.items():
                     try:
                         keys[name] = access.parse(name, raw)
+                        key_source[name] = where(section, name)
                     except ValueError as exc:
                         raise ConfigError(f"{where(section, name or '(no name)')}: {exc}"
                                           ) from None
@@ -274,19 +289,60 @@ def load(test_config: Mapping[str, Mapping[str, Any]] | None = None,
     if not settings["idempotency"]["retention"]:
         raise ConfigError(f"{source['idempotency', 'retention']}: a duration is required")
     settings["storage"]["path"] = os.path.abspath(settings["storage"]["path"])
-    settings[API_KEYS] = _checked_keys(keys)
+    settings[TENANTS] = _tenants(tenant_lines, settings["storage"]["engine"])
+    settings[API_KEYS] = _checked_keys(keys, key_source, settings[TENANTS])
     return settings
 
 
-def _checked_keys(keys: dict[str, access.ApiKey]) -> dict[str, access.ApiKey]:
+def _tenants(lines: dict[str, tuple[str, str]], engine: str) -> tenancy.Tenants:
+    """``[tenants]``, with the data files of the file engine as absolute paths, each
+    in a directory that exists and none shared by two tenants (their services
+    would mix, and ids would be handed out twice)."""
+    try:
+        tenants = tenancy.parse({key: value for key, (value, _) in lines.items()})
+    except ValueError as exc:
+        key, _, message = str(exc).partition(": ")
+        where = lines[key][1] if key in lines else f"[{TENANTS}] {key}"
+        raise ConfigError(f"{where}: {message}") from None
+    if engine != "file":
+        return tenants
+    found: dict[str, str] = {}
+    by_name = {}
+    for tenant in tenants:
+        where = lines[tenant.name][1]
+        path = os.path.abspath(tenant.store)
+        folder = os.path.dirname(path)
+        if not os.path.isdir(folder):
+            raise ConfigError(f"{where}: the directory {folder} does not exist")
+        if os.path.isdir(path):
+            raise ConfigError(f"{where}: {path} is a directory; name the tenant's data file")
+        real = os.path.realpath(path)
+        if real in found:
+            raise ConfigError(f"{where}: {path} is the data file of {found[real]} too; each "
+                              "tenant needs a file of its own")
+        found[real] = tenant.name
+        by_name[tenant.name] = dataclasses.replace(tenant, store=path)
+    return tenancy.Tenants(by_name, tenants.default)
+
+
+def _checked_keys(keys: dict[str, access.ApiKey], source: dict[str, str],
+                  tenants: tenancy.Tenants) -> dict[str, access.ApiKey]:
     """``[api_keys]``, refusing one key configured under two names (the log would
-    name either)."""
+    name either), and a key limited to tenants that are not configured; the
+    tenants a key lists (by name or number) are kept as names."""
     names: dict[bytes, str] = {}
+    checked = {}
     for name, key in keys.items():
         if key.digest in names:
-            raise ConfigError(f"[{API_KEYS}] {name}: the same key as {names[key.digest]}")
+            raise ConfigError(f"{source[name]}: the same key as {names[key.digest]}")
         names[key.digest] = name
-    return keys
+        if key.tenants is not None:
+            try:
+                key = dataclasses.replace(key, tenants=tenancy.limit(tenants, key.tenants))
+            except ValueError as exc:
+                raise ConfigError(f"{source[name]}: {exc}") from None
+        checked[name] = key
+    return checked
 
 
 def policy(settings: Mapping[str, Mapping[str, Any]]) -> Policy:

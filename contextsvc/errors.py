@@ -31,7 +31,12 @@ class Unauthorized(ContextError):
 
 
 class Forbidden(ContextError):
-    """The API key's role does not allow the operation (API.md 8.1)."""
+    """The API key's role does not allow the operation, or its tenant (API.md 8.1,
+    8.2)."""
+
+
+class InvalidTenant(ContextError):
+    """A multi-tenant service got no tenant, or one it does not have (API.md 8.2)."""
 
 
 class Conflict(ContextError):

@@ -45,22 +45,36 @@ def test_keys_new_prints_a_key_and_the_line_that_makes_it_work(tmp_path, monkeyp
 
 
 def test_keys_new_with_tenants_and_each_role(tmp_path, monkeypatch):
-    env = {"CONTEXTSVC_CONFIG": ""}
+    ini = tmp_path / "contextsvc.ini"
+    tenants = (f"[tenants]\nacme = {tmp_path / 'acme.json'}\nglobex = {tmp_path / 'globex.json'}"
+               f"\nglobex.id = 7\ninitech = {tmp_path / 'initech.json'}\ndefault = acme\n")
+    ini.write_text(tenants)
+    env = {"CONTEXTSVC_CONFIG": str(ini)}
     keys = {role: new_key(f"k-{role}", "--role", role, env=env)
             for role in ("read", "write", "admin")}
-    key, line = new_key("acme-ivr", "--role", "read", "--tenant", "acme", "--tenant", "globex",
+    key, line = new_key("acme-ivr", "--role", "write", "--tenant", "acme", "--tenant", "7",
                         env=env)
-    assert line.endswith(" acme,globex")
-    ini = tmp_path / "contextsvc.ini"
-    ini.write_text("[api_keys]\n" + "\n".join([line, *(v[1] for v in keys.values())]) + "\n")
+    assert line.endswith(" acme,7")
+    ini.write_text(tenants + "[api_keys]\n" + "\n".join([line, *(v[1] for v in keys.values())])
+                   + "\n")
     monkeypatch.setenv("CONTEXTSVC_CONFIG", str(ini))
     app = create_app({"storage": {"engine": "memory"}})
     assert app.config["CONTEXTSVC"]["api_keys"]["acme-ivr"].tenants == ("acme", "globex")
     client = app.test_client()
+    auth = {"Authorization": f"Bearer {key}"}
+    for tenant, status in (("acme", 201), ("globex", 201), ("7", 201), ("initech", 403)):
+        r = client.post(f"{PREFIX}/services/start", json={"contact_key": "K"},
+                        headers={**auth, "ContactCenterId": tenant})
+        assert r.status_code == status, r.get_json()
     for role, (k, _) in keys.items():
         r = client.post(f"{PREFIX}/maintenance/purge", json=PURGE,
-                        headers={"Authorization": f"Bearer {k}"})
+                        headers={"Authorization": f"Bearer {k}", "ContactCenterId": "initech"})
         assert r.status_code == (200 if role == "admin" else 403)
+
+    # a tenant the configuration does not have: the line would stop the server
+    result = run("keys", "new", "x", "--role", "read", "--tenant", "initrode", env=env)
+    assert result.returncode == 1 and result.stdout == ""
+    assert "--tenant: names the tenant 'initrode', which is not configured" in result.stderr
 
     # the command says when the configuration names the key already
     result = run("keys", "new", "acme-ivr", "--role", "write", env={"CONTEXTSVC_CONFIG": str(ini)})

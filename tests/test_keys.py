@@ -1,6 +1,6 @@
 """API keys and roles (API.md 8.1), through the test client: every operation of the
-OpenAPI document against every role, with no key and with a wrong one; malformed
-headers; the configuration of keys."""
+OpenAPI document against every role, with no key, a wrong one and one of another
+tenant; malformed headers; the configuration of keys."""
 
 from __future__ import annotations
 
@@ -23,20 +23,36 @@ ADMIN = {"Authorization": f"Bearer {KEYS['ops'][1]}"}
 WRITER = {"Authorization": f"Bearer {KEYS['ivr'][1]}"}
 READER = {"Authorization": f"Bearer {KEYS['reports'][1]}"}
 WRONG = {"Authorization": "Bearer n0tAK3y-Mn8bVc7xZa6sDf5gHj4kLq3wEr2tYu1iOp"}
+# keys of each role for the other tenant, globex
+OTHERS = {
+    "globex-reports": ("read", "gl0bexR-Zq1mX8vT2pLw9sYb4nHc7dJf0gKe5uAo6iR"),
+    "globex-ivr": ("write", "gl0bexW-Pa9sDf8gHj7kLz6xCv5bNm4qWe3rTy2uIo"),
+    "globex-ops": ("admin", "gl0bexA-Mn8bVc7xZa6sDf5gHj4kLq3wEr2tYu1iOp"),
+}
+ACME = {"ContactCenterId": "acme"}
+GLOBEX_ADMIN = {"Authorization": f"Bearer {OTHERS['globex-ops'][1]}",
+                "ContactCenterId": "globex"}
 
 
-def key_lines(keys=KEYS):
-    return {name: f"{role} {access.digest(key).hex()}" for name, (role, key) in keys.items()}
+def key_lines(keys=KEYS, tenant=None):
+    return {name: f"{role} {access.digest(key).hex()}" + (f" {tenant}" if tenant else "")
+            for name, (role, key) in keys.items()}
 
 
 def make(tmp_path, engine="memory", **sections):
+    """An app with one key of each role for each of two tenants, acme (the default,
+    whose keys are KEYS) and globex (OTHERS)."""
     return create_app({"storage": {"engine": engine, "path": str(tmp_path / "db.json")},
-                       "api_keys": key_lines(), **sections})
+                       "tenants": {"acme": str(tmp_path / "acme.json"),
+                                   "globex": str(tmp_path / "globex.json"),
+                                   "default": "acme"},
+                       "api_keys": {**key_lines(KEYS, "acme"), **key_lines(OTHERS, "globex")},
+                       **sections})
 
 
 @pytest.fixture(params=["file", "memory"])
 def keyed(request, tmp_path):
-    """A client of an app with one key of each role, on both engines."""
+    """A client of an app with one key of each role per tenant, on both engines."""
     return make(tmp_path, request.param).test_client()
 
 
@@ -82,10 +98,11 @@ def fresh(client) -> dict[str, object]:
 
 
 def snapshot(client) -> list:
-    """Everything stored, as clients see it."""
+    """Everything stored in both tenants, as clients see it."""
     full = "active_states=true&completed_states=true&active_tasks=true&completed_tasks=true"
-    return [client.get(f"{PREFIX}{path}?{full}", headers=ADMIN).get_json()
-            for path in ("/customers/C/services", "/services/anonymous/K")]
+    return [client.get(f"{PREFIX}{path}?{full}", headers=headers).get_json()
+            for path in ("/customers/C/services", "/services/anonymous/K")
+            for headers in (ADMIN, GLOBEX_ADMIN)]
 
 
 def request_of(document, method, path, operation, ids):
@@ -105,9 +122,10 @@ def request_of(document, method, path, operation, ids):
 
 
 def test_every_operation_of_the_document_needs_the_role_of_its_kind(keyed):
-    """Each operation of openapi.json: no key and a wrong key are 401, a key whose
-    role is below the operation's is 403, and in each of these cases nothing
-    changes; a key whose role allows it gets through (2xx)."""
+    """Each operation of openapi.json, on the tenant acme: no key and a wrong key are
+    401, a key whose role is below the operation's is 403, a key of the other
+    tenant is 403 whatever its role, and in each of these cases nothing changes in
+    either tenant; a key of acme whose role allows it gets through (2xx)."""
     document = keyed.get(f"{PREFIX}/openapi.json").get_json()
     operations = [(m, p, op) for p, ops in document["paths"].items() for m, op in ops.items()]
     assert len(operations) >= 32
@@ -119,6 +137,8 @@ def test_every_operation_of_the_document_needs_the_role_of_its_kind(keyed):
         denied = [("no key", {}, 401), ("wrong key", WRONG, 401)]
         denied += [(name, {"Authorization": f"Bearer {key}"}, 403)
                    for name, (_, key) in KEYS.items() if name not in ALLOWED[role]]
+        denied += [(name, {"Authorization": f"Bearer {key}", **tenant}, 403)
+                   for name, (_, key) in OTHERS.items() for tenant in ({}, ACME)]
         if role == "public":
             denied = []
         for who, headers, status in denied:
@@ -131,6 +151,9 @@ def test_every_operation_of_the_document_needs_the_role_of_its_kind(keyed):
                 assert r.get_json()["exception"] == "UnauthorizedException"
             else:
                 assert r.get_json()["exception"] == "ForbiddenException"
+                if (who in OTHERS and access.allows(OTHERS[who][0], role)
+                        and not r.get_json()["message"].endswith("the tenant 'acme'")):
+                    failures.append((m, path, who, r.get_json()["message"]))
         if snapshot(keyed) != before:
             failures.append((method, path, "refused requests changed the store"))
         for name in sorted(ALLOWED[role]):
@@ -306,13 +329,25 @@ def test_one_key_under_two_names_is_refused():
         load({"api_keys": {"a": f"read {HASH}", "b": f"admin {HASH.upper()}"}}, environ={})
 
 
-def test_a_key_line_keeps_its_tenants():
-    keys = load({"api_keys": {"all": f"read {HASH}",
-                              "some": f"write {access.digest('x').hex()} acme, globex"}},
+def test_a_key_line_keeps_its_tenants_by_name(tmp_path):
+    tenants = {"acme": str(tmp_path / "acme.json"), "globex": str(tmp_path / "globex.json"),
+               "globex.id": "7"}
+    keys = load({"tenants": tenants,
+                 "api_keys": {"all": f"read {HASH}",
+                              "some": f"write {access.digest('x').hex()} acme, 7"}},
                 environ={})["api_keys"]
     assert keys["all"].tenants is None and keys["all"].role == "read"
     assert keys["some"].tenants == ("acme", "globex") and keys["some"].role == "write"
     assert keys["some"].digest == access.digest("x")
+
+
+@pytest.mark.parametrize("tenants", [{}, {"acme": "acme.json"}])
+def test_a_key_limited_to_a_tenant_that_is_not_configured_is_refused(tmp_path, tenants):
+    with pytest.raises(ConfigError, match=r"^\[api_keys\] ivr: names the tenant 'globex', "
+                                          r"which is not configured"):
+        load({"storage": {"path": str(tmp_path / "db.json")},
+              "tenants": {k: str(tmp_path / v) for k, v in tenants.items()},
+              "api_keys": {"ivr": f"write {HASH} globex,acme"}}, environ={})
 
 
 def test_keys_from_the_file_work(tmp_path, monkeypatch):

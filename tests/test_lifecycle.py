@@ -238,14 +238,15 @@ def test_a_sweep_removes_expired_services_and_stores_auto_completions(tmp_path, 
     size = len(path.read_bytes().rstrip())
     clock.advance(hours=2)
     sweeper = app.extensions["contextsvc.sweeper"]
-    swept = sweeper.run_once()
+    store = app.extensions["contextsvc.stores"].get()
+    swept = sweeper.run_once(store)
     assert (swept.removed, swept.completed) == (20, 5)
     with tinydb_snapshot(path) as db:
         services = db.table("services")
         assert sorted(d.doc_id for d in services.all()) == long
         assert all(d["completed"]["auto_completed"] for d in services.all())
     assert len(path.read_bytes().rstrip()) <= 0.6 * size  # the space is reclaimed
-    assert sweeper.run_once() is None  # not again within the interval
+    assert sweeper.run_once(store) is None  # not again within the interval
     assert not set(short) & {s["service_id"] for s in api.get("/customers/C/services")}
 
 

@@ -82,13 +82,20 @@ BAD = {
                           ["CONTEXTSVC_EXPIRATION_WIRELESS", "[expiration] section"]),
     "bad variable value": ("", {"CONTEXTSVC_STORAGE_FSYNC": "perhaps"},
                            ["CONTEXTSVC_STORAGE_FSYNC:", "expected true or false"]),
+    "tenant in no directory": ("[tenants]\nacme = /nonexistent/contextsvc/acme.json\n", {},
+                               ["[tenants] acme", "/nonexistent/contextsvc does not exist"]),
+    "tenants sharing a file": ("[tenants]\nacme = /tmp/shared.json\nglobex = /tmp/shared.json\n",
+                               {}, ["[tenants] globex", "/tmp/shared.json is the data file of "
+                                    "acme too"]),
+    "tenant variable": ("", {"CONTEXTSVC_TENANTS_ACME": "/tmp/acme.json"},
+                        ["CONTEXTSVC_TENANTS_ACME", "[tenants] section"]),
     "missing file": (None, {}, ["cannot read CONTEXTSVC_CONFIG=", "No such file"]),
     "not an INI file": ("fsync = 1\n[", {}, ["cannot parse", "contextsvc.ini"]),
 }
 
 
 UNDER_GUNICORN = ["not a boolean", "not a duration", "unknown key", "misspelt variable",
-                  "per-type variable", "missing file"]
+                  "per-type variable", "missing file", "tenant in no directory"]
 
 
 def case_environment(tmp_path, case: str) -> dict[str, str]:

@@ -60,7 +60,8 @@ def test_compaction_keeps_everything_and_shrinks_the_file(tmp_path):
     compacting.post(f"/services/{sids[0]}/tasks/start")
     assert len(path.read_bytes().rstrip()) > big  # writes do not compact...
     # ...the housekeeping thread of a server process does, every few seconds
-    assert compacting.application.extensions["contextsvc.sweeper"].reclaim()
+    assert compacting.application.extensions["contextsvc.sweeper"].reclaim(
+        compacting.application.extensions["contextsvc.stores"].get())
     assert len(path.read_bytes().rstrip()) < big / 3
     for client in (compacting, make(path)):
         customers = [client.get(f"/customers/C{i}/services").get_json() for i in range(3)]

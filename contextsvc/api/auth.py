@@ -51,9 +51,18 @@ def check(role: str) -> None:
     if key is None:
         raise Unauthorized("The API key is not valid. " + USAGE)
     g.contextsvc_key = key.name
+    g.contextsvc_api_key = key
     if not access.allows(key.role, role):
         raise Forbidden(f"The API key {key.name!r} has the role {key.role}; "
                         f"this operation needs the role {role}")
+
+
+def check_tenant(tenant: str) -> None:
+    """Raise Forbidden if the request's key is limited to other tenants (API.md 8.2)."""
+    key = g.get("contextsvc_api_key")
+    if key is not None and not access.may_use(key, tenant):
+        raise Forbidden(f"The API key {key.name!r} may not be used with the tenant "
+                        f"{tenant!r}")
 
 
 def _presented() -> str:

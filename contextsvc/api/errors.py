@@ -35,6 +35,7 @@ DOMAIN: dict[type[errors.ContextError], ErrorStatus] = {
     errors.Invalid: ErrorStatus(400, "ValidationError"),
     errors.Unauthorized: ErrorStatus(401, "UnauthorizedException", challenge=BEARER),
     errors.Forbidden: ErrorStatus(403, "ForbiddenException"),
+    errors.InvalidTenant: ErrorStatus(400, "InvalidTenantException"),
     errors.NotFound: ErrorStatus(404, "NotFoundException"),
     errors.Conflict: ErrorStatus(409, "ConflictException"),
     errors.TooLarge: ErrorStatus(413, "PayloadTooLarge"),

@@ -1,8 +1,9 @@
 """The health check a load balancer polls (API.md 7.3): ``GET /health``.
 
-It reads the store, cheaply: it counts the services, which makes this process
-catch up with what the other workers wrote and check that the data file is still
-the one it opened (the file store refuses one deleted or replaced under it). It
+It reads the store (every tenant's, with tenants), cheaply: it counts the
+services, which makes this process catch up with what the other workers wrote and
+check that the data file is still the one it opened (the file store refuses one
+deleted or replaced under it). It
 answers 200 ``{"status": "ok", "version", "engine"}`` when that works and 503
 ``{"status": "unavailable", "message"}`` when it does not, in both cases without
 any customer data. It needs no key (role ``public``), and its 200 answers are
@@ -25,11 +26,14 @@ bp = ApiBlueprint("health", __name__, store=False)
               responses={200: "The store can be read",
                          503: "The store cannot be read; the message says why"})
 def health() -> dict[str, str] | Response:
-    try:
-        store = current_app.extensions["contextsvc.stores"].get()
-        store.count()
-    except ContextError as exc:  # deleted or replaced file, busy past its timeout, damage
-        response = jsonify({"status": "unavailable", "message": exc.message})
-        response.status_code = 503
-        return response
-    return {"status": "ok", "version": __version__, "engine": store.engine_name}
+    engine = None
+    for tenant, store in current_app.extensions["contextsvc.stores"].all().items():
+        try:
+            store.count()
+        except ContextError as exc:  # deleted or replaced file, busy past its timeout, damage
+            whose = "" if tenant is None else f"the store of the tenant {tenant}: "
+            response = jsonify({"status": "unavailable", "message": whose + exc.message})
+            response.status_code = 503
+            return response
+        engine = store.engine_name
+    return {"status": "ok", "version": __version__, "engine": engine}

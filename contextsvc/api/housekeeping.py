@@ -1,6 +1,6 @@
-"""The housekeeping thread of a server process. Every worker has one; the store's
-``periodic`` lets exactly one of them do each job per period, whatever the number
-of workers:
+"""The housekeeping thread of a server process. Every worker has one, which keeps
+every store of the deployment (one per tenant); a store's ``periodic`` lets
+exactly one of the workers do each job on it per period, whatever their number:
 
 * every ``sweep_interval``, a sweep writes down what time has decided (expired
   services removed, auto-completions stored: API.md 6.3);
@@ -29,9 +29,9 @@ RECLAIM_EVERY = 5.0  # seconds between looks at how much space there is to recla
 
 
 class Sweeper:
-    def __init__(self, store: Callable[[], ServiceStore], policy: Policy, clock: Clock,
-                 interval: float):
-        self.store, self.policy, self.clock, self.interval = store, policy, clock, interval
+    def __init__(self, stores: Callable[[], list[ServiceStore]], policy: Policy,
+                 clock: Clock, interval: float):
+        self.stores, self.policy, self.clock, self.interval = stores, policy, clock, interval
         self.tick = min(interval, RECLAIM_EVERY)
         self._pid = 0
         self._lock = threading.Lock()
@@ -48,28 +48,32 @@ class Sweeper:
                                  daemon=True).start()
 
     def _run(self) -> None:
-        failing = None  # the store's last complaint, logged once until it changes
+        failing: dict[int, str | None] = {}  # per store: its last complaint, logged once
         while True:
             time.sleep(self.tick)
-            try:
-                self.reclaim()
-                if self.run_once() is not None:
-                    self.refresh()  # after a sweep, by the process that swept
-                failing = None
-            except ContextError as exc:  # the store's own errors: busy, failing, replaced
-                if exc.message != failing:
-                    log.warning("housekeeping postponed: %s", exc.message)
-                failing = exc.message
-            except Exception:  # noqa: BLE001 - logged; the next tick tries again
-                log.exception("housekeeping failed; trying again in %g s", self.tick)
+            for n, store in enumerate(self.stores()):
+                try:
+                    self.keep(store)
+                    failing[n] = None
+                except ContextError as exc:  # the store's own: busy, failing, replaced
+                    if exc.message != failing.get(n):
+                        log.warning("housekeeping postponed: %s", exc.message)
+                    failing[n] = exc.message
+                except Exception:  # noqa: BLE001 - logged; the next tick tries again
+                    log.exception("housekeeping failed; trying again in %g s", self.tick)
 
-    def reclaim(self) -> bool:
+    def keep(self, store: ServiceStore) -> None:
+        """One tick's housekeeping of one store."""
+        self.reclaim(store)
+        if self.run_once(store) is not None:
+            self.refresh(store)  # after a sweep, by the process that swept
+
+    def reclaim(self, store: ServiceStore) -> bool:
         """Compact the store if enough of it is old versions and removed services."""
-        return housekeeping.reclaim(self.store(), self.tick * 0.9)
+        return housekeeping.reclaim(store, self.tick * 0.9)
 
-    def refresh(self) -> int | None:
+    def refresh(self, store: ServiceStore) -> int | None:
         """Once a day across the deployment: record the stale due moments."""
-        store = self.store()
         with store.periodic("refresh", REFRESH_EVERY) as mine:
             if not mine:
                 return None
@@ -78,9 +82,8 @@ class Sweeper:
             log.info("refresh: the due moment of %d services recorded anew", fixed)
         return fixed
 
-    def run_once(self) -> housekeeping.Swept | None:
+    def run_once(self, store: ServiceStore) -> housekeeping.Swept | None:
         """Sweep now if no other process is sweeping or swept within the interval."""
-        store = self.store()
         with store.periodic("sweep", self.interval * 0.9) as mine:
             if not mine:
                 return None

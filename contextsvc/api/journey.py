@@ -9,7 +9,7 @@ Content-Security-Policy lets it load and call nothing but this origin.
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, render_template, request, url_for
+from flask import Blueprint, Response, current_app, render_template, request, url_for
 
 from ..domain import model
 
@@ -38,7 +38,9 @@ def page() -> Response:
         api=path.removesuffix("/journey"),
         docs=url_for("docs_root.docs_page" if root else "docs.docs_page"),
         asset=lambda name: url_for(f"{here}.static", filename=name),
-        fields=fields())
+        fields=fields(),
+        # with tenants (API.md 8.2) the page asks which one, and sends it as ContactCenterId
+        tenants=bool(current_app.extensions["contextsvc.stores"].tenants))
     response = Response(html, mimetype="text/html")
     response.headers["Content-Security-Policy"] = CSP
     # the page's address may name a customer: keep it out of other sites' logs

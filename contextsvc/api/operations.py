@@ -10,7 +10,8 @@ The decorator registers the URL rule and an :class:`Operation` (body schema, que
 schema, success status, response, role) that the OpenAPI document is built from;
 :meth:`ApiBlueprint.route` and friends are refused, so no route can be served that
 the document does not list. Before anything of the request is read, the wrapper
-checks that its API key has the operation's role (:func:`.auth.check`). The view
+checks that its API key has the operation's role (:func:`.auth.check`), then
+resolves the request's store from its tenant (:func:`.store.resolve_store`). The view
 gets the parsed ``query`` (when the operation declares one) and ``body`` (when it
 takes one); it returns the payload, or ``(payload, headers)``, or ``None`` for an
 answer without a body, and the decorator answers with the operation's status.
@@ -92,9 +93,7 @@ class ApiBlueprint(Blueprint):
         """``store=False``: the views do not work on ``g.store`` (the health check
         reaches the store itself, so that a store that fails is its answer)."""
         super().__init__(name, import_name)
-        self._store = store  # retries (API.md 10) are recorded in the request's store
-        if store:
-            self.before_request(resolve_store)  # every view works on g.store
+        self._store = store  # every view works on g.store, where retries are recorded
         self.operations: list[Operation] = []
         self._views: dict[str, tuple[_Handling, Callable[..., Any]]] = {}
 
@@ -144,7 +143,7 @@ class ApiBlueprint(Blueprint):
         raise TypeError(f"{self.name}: declare routes with .operation() ({rule})")
 
 
-def _wrap(view: Callable[..., Any], handling: _Handling, retrying: bool = True
+def _wrap(view: Callable[..., Any], handling: _Handling, stored: bool = True
           ) -> Callable[..., Any]:
     parse_query = Parser(handling.query) if handling.query is not None else None
     status, body, required = handling.status, handling.body, handling.body_required
@@ -153,7 +152,9 @@ def _wrap(view: Callable[..., Any], handling: _Handling, retrying: bool = True
     @functools.wraps(view)
     def run(**kwargs: Any) -> Response:
         auth.check(role)  # before anything is read: a refused request costs little
-        record = retries.begin() if retrying else None
+        if stored:
+            resolve_store()  # the tenant's store (API.md 8.2), and only it
+        record = retries.begin() if stored else None
         if record is not None:
             return replay(record)
         if parse_query is not None:
@@ -162,7 +163,7 @@ def _wrap(view: Callable[..., Any], handling: _Handling, retrying: bool = True
             kwargs["body"] = req.body_value()
         elif body == "object":
             kwargs["body"] = req.body_object(required=required)
-        record = retries.pending(status, kwargs.get("body")) if retrying else None
+        record = retries.pending(status, kwargs.get("body")) if stored else None
         if record is not None:
             return replay(record)
         try:

@@ -4,7 +4,8 @@ configuration as the server (``CONTEXTSVC_CONFIG``, the environment, the default
 Each subcommand works on a store that a running server is using: it goes through
 the store contract like a server process does, so the store's lock and units of
 work keep both safe. Subcommands live in the modules of this package, each adding
-its commands to :data:`main`.
+its commands to :data:`main`; every command added to it takes ``--tenant NAME``
+(API.md 8.2), which chooses the tenant whose store it works on.
 
 Exit status: 0 on success; 1 on a failure, explained in one line on stderr
 (``contextsvc: error: ...``); 2 on bad usage (click's own).
@@ -21,6 +22,7 @@ from typing import Any
 import click
 
 from .. import __version__, config
+from ..domain import tenancy
 from ..domain.lifecycle import Policy
 from ..domain.timed import Clock, TimedStore, utc_now
 from ..errors import ContextError
@@ -41,7 +43,13 @@ class Failure(click.ClickException):
 
 
 class Group(click.Group):
-    """Turns the domain's and the configuration's errors into one-line failures."""
+    """Turns the domain's and the configuration's errors into one-line failures, and
+    gives every command ``--tenant``."""
+
+    def add_command(self, cmd: click.Command, name: str | None = None) -> None:
+        if not isinstance(cmd, click.Group):  # (a group's commands have their own)
+            cmd.params.append(tenant_option())
+        super().add_command(cmd, name)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -61,15 +69,28 @@ class Context:
 
     settings: dict[str, dict[str, Any]]
     clock: Clock = utc_now
+    # the tenant --tenant names (or the default one); None without [tenants]
+    tenant: tenancy.Tenant | None = None
 
     @property
     def policy(self) -> Policy:
         return config.policy(self.settings)
 
+    @property
+    def location(self) -> str:
+        """Where the store of the command's tenant is (the data file, for the file
+        engine)."""
+        return self.tenant.store if self.tenant else self.settings["storage"]["path"]
+
+    @property
+    def setting(self) -> str:
+        """The setting that names :attr:`location`, for messages."""
+        return f"[tenants] {self.tenant.name}" if self.tenant else "[storage] path"
+
     @contextmanager
     def store(self) -> Iterator[ServiceStore]:
-        """The store, opened for the length of the block."""
-        store = open_store(self.settings)
+        """The store of the command's tenant, opened for the length of the block."""
+        store = open_store(self.settings, self.tenant.store if self.tenant else None)
         try:
             yield store
         finally:
@@ -96,6 +117,38 @@ def main(ctx: click.Context) -> None:
         ctx.obj = Context(config.load())
     except config.ConfigError as exc:
         raise Failure(f"configuration: {exc}") from None
+
+
+def tenant_option() -> click.Option:
+    """``--tenant NAME``: the tenant whose store the command works on (API.md 8.2),
+    by name or number; without it, the default tenant. Refused when the
+    configuration has no tenants, and when it has tenants but no default."""
+
+    def choose(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
+        context = ctx.find_object(Context)
+        if context is None:  # --help
+            return
+        tenants: tenancy.Tenants = context.settings[config.TENANTS]
+        configured = ", ".join(tenants.names())
+        if not tenants:
+            if value is not None:
+                raise click.BadParameter("the configuration has no tenants (no [tenants] "
+                                         "section)", ctx, param)
+            return
+        if value is None:
+            if tenants.default is None:
+                raise click.UsageError(f"the configuration has tenants ({configured}) and no "
+                                       "default: name one with --tenant NAME", ctx)
+            value = tenants.default
+        tenant = tenants.find(value)
+        if tenant is None:
+            raise click.BadParameter(f"no tenant {value!r} in [tenants] (tenants: "
+                                     f"{configured})", ctx, param)
+        context.tenant = tenant
+
+    return click.Option(["--tenant"], metavar="NAME", expose_value=False, callback=choose,
+                        help="The tenant whose store to work on, by name or number "
+                             "([tenants]); the default tenant when absent.")
 
 
 def progress(items: Any, length: int | None = None, label: str = "") -> Any:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import click
 
 from .. import config
-from ..domain import access
+from ..domain import access, tenancy
 from . import Context, Failure, main, pass_context
 
 
@@ -33,6 +33,10 @@ def new(context: Context, name: str, role: str, tenants: tuple[str, ...]) -> Non
         if not access.TENANT.fullmatch(tenant):
             raise Failure(f"--tenant {tenant!r}: one tenant name per --tenant, without "
                           "commas or spaces")
+    try:  # a line naming a tenant the configuration lacks would stop the server
+        tenancy.limit(context.settings[config.TENANTS], tenants)
+    except ValueError as exc:
+        raise Failure(f"--tenant: {exc}") from None
     key = access.new_key()
     line = access.config_line(name, role, key, tenants)
     try:

@@ -26,9 +26,9 @@ def data_file(ctx: Context, doing: str) -> str:
     if storage["engine"] != "file":
         raise Failure(f"[storage] engine = {storage['engine']} keeps the services inside the "
                       f"server process: there is no store here to {doing}")
-    path = storage["path"]
+    path = ctx.location
     if not os.path.isfile(path):
-        raise Failure(f"there is no store at {path} ([storage] path)")
+        raise Failure(f"there is no store at {path} ({ctx.setting})")
     return path
 
 

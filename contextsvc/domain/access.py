@@ -101,3 +101,8 @@ def allows(role: str, needed: str) -> bool:
     """Whether a key of ``role`` may use an operation that needs ``needed`` (one of
     :data:`KEY_ROLES`)."""
     return KEY_ROLES.index(role) >= KEY_ROLES.index(needed)
+
+
+def may_use(key: ApiKey, tenant: str) -> bool:
+    """Whether ``key`` may work on the tenant named ``tenant`` (API.md 8.2)."""
+    return key.tenants is None or tenant in key.tenants

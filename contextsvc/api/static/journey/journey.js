@@ -101,10 +101,11 @@
     return `${API}${path}${lookup.which ? `/${lookup.which}` : ""}?${NESTED}`;
   }
 
-  async function getServices(url) {
+  async function getServices(url, tenant) {
     const headers = {Accept: "application/json"};
     const key = storedKey();
     if (key) headers.Authorization = `Bearer ${key}`;
+    if (tenant) headers.ContactCenterId = tenant; // API.md 8.2
     let response;
     try {
       response = await fetch(url, {headers, cache: "no-store", credentials: "same-origin"});
@@ -174,15 +175,20 @@
   }
 
   // ------------------------------------------------------------------ lookups
+  // the contact center (tenant), asked only of a service that has tenants
+  const tenantInput = $("#tenant");
+
   function readForm() {
     const by = form.elements.by.value;
-    return {by, q: query.value.trim(), which: which.value};
+    return {by, q: query.value.trim(), which: which.value,
+      tenant: tenantInput ? tenantInput.value.trim() : ""};
   }
 
   function fillForm(lookup) {
     form.elements.by.value = lookup.by;
     query.value = lookup.q;
     which.value = lookup.which || "";
+    if (tenantInput) tenantInput.value = lookup.tenant || "";
     labelQuery();
   }
 
@@ -193,6 +199,7 @@
   function pageUrl(lookup) {
     const params = new URLSearchParams({[lookup.by]: lookup.q});
     if (lookup.which) params.set("services", lookup.which);
+    if (lookup.tenant) params.set("tenant", lookup.tenant);
     return `${location.pathname}?${params}`;
   }
 
@@ -200,9 +207,10 @@
     const params = new URLSearchParams(location.search);
     const which = ["active", "completed"].includes(params.get("services"))
       ? params.get("services") : "";
+    const tenant = tenantInput ? (params.get("tenant") || "").trim() : "";
     for (const by of ["customer_id", "contact_key"]) {
       const q = (params.get(by) || "").trim();
-      if (q) return {by, q, which};
+      if (q) return {by, q, which, tenant};
     }
     return null;
   }
@@ -230,7 +238,7 @@
     const url = lookupPath(lookup);
     let services;
     try {
-      services = await getServices(url);
+      services = await getServices(url, lookup.tenant);
     } catch (err) {
       if (mine === asked) failed(err, lookup);
       return;
@@ -296,6 +304,10 @@
     } else if (err.status === 503) {
       say("error", "The service is busy or cannot read its store right now (503).", told,
         `Try again${err.retryAfter ? ` in ${err.retryAfter} s` : " in a moment"}.`);
+    } else if (err.status === 400 && err.body && err.body.exception === "InvalidTenantException") {
+      say("error", lookup.tenant ? `This service has no contact center “${lookup.tenant}” (400).`
+        : "This service has several contact centers: enter one (400).", told);
+      if (tenantInput) tenantInput.focus();
     } else if (err.status === 400) {
       say("error", `The service refused the lookup of ${LOOKUP[lookup.by].toLowerCase()} ` +
         `“${lookup.q}” (400).`, told);
