@@ -218,7 +218,7 @@ class Page:
             "return performance.getEntriesByType('resource').map(e => e.name)")
         return urls
 
-    def only_from(self, port: int) -> None:
+    def only_from(self, port: int, refused: int = 401) -> None:
         """Every request over the network went to the service (the browser's own
         chrome:// pages aside), and the console has no error (a request the
         Content-Security-Policy refused would be one)."""
@@ -230,7 +230,9 @@ class Page:
                 and urlsplit(u).netloc != f"127.0.0.1:{port}"] == []
         problems = [e for e in self.driver.get_log("browser") if e["level"] == "SEVERE"
                     # the API's 401s, which the page answers by asking for a key
-                    and not (e["source"] == "network" and "status of 401" in e["message"])]
+                    # (or the status a test has the API refuse on purpose)
+                    and not (e["source"] == "network"
+                             and f"status of {refused}" in e["message"])]
         assert problems == []
 
 
@@ -666,5 +668,49 @@ def test_the_key_prompt_with_the_service_own_keys(tmp_path, page):
     try:
         key_flow(page, f"http://127.0.0.1:{server.port}{B}/journey?customer_id=ABC1234", key)
         page.only_from(server.port)
+    finally:
+        server.stop()
+
+
+# ---------------------------------------------------------------- tenants
+def test_the_page_asks_for_the_contact_center_and_sends_it(tmp_path, page):
+    """With tenants (API.md 8.2) the page has a contact center field, kept in its
+    address, and sends it as ContactCenterId: the demo loaded into globex shows
+    there, the default tenant (acme) has none of it, and an unknown one is said."""
+    ini = tmp_path / "tenants.ini"
+    ini.write_text(f"[tenants]\nacme = {tmp_path / 'acme.json'}\n"
+                   f"globex = {tmp_path / 'globex.json'}\nglobex.id = 7\ndefault = acme\n")
+    env = {"CONTEXTSVC_CONFIG": str(ini)}
+    result = subprocess.run([COMMAND, "demo", "--tenant", "globex"], capture_output=True,
+                            text=True, timeout=120, env={**os.environ, **env})
+    assert result.returncode == 0, result.stderr
+    assert "-H 'ContactCenterId: globex'" in result.stdout
+    assert "/journey?customer_id=ABC1234&tenant=globex" in result.stdout
+    server = Server(str(tmp_path / "unused.json"), workers=1, extra_env=env)
+    try:
+        base = f"http://127.0.0.1:{server.port}{B}/journey"
+        page.size(*LAPTOP)
+        page.open(f"{base}?customer_id=ABC1234&tenant=globex")
+        assert page.all("#timeline .row"), page.text("#message")
+        assert page.find("#tenant").get_attribute("value") == "globex"
+        page.shot("journey-tenant-laptop")
+
+        page.open(f"{base}?customer_id=ABC1234")  # the default tenant, acme: nothing there
+        assert page.text("#message").startswith("No services for customer id “ABC1234”.")
+
+        page.open(f"{base}?customer_id=ABC1234&tenant=initech")
+        assert page.text("#message").startswith(
+            "This service has no contact center “initech” (400).")
+        assert "'ContactCenterId'='initech' not configured" in page.text("#message")
+
+        # typed into the form, by number: the address keeps it
+        from selenium.webdriver.common.keys import Keys
+
+        field = page.find("#tenant")
+        field.clear()
+        field.send_keys("7", Keys.ENTER)
+        page.wait.until(lambda d: page.all("#timeline .row"))
+        assert page.driver.current_url.endswith("/journey?customer_id=ABC1234&tenant=7")
+        page.only_from(server.port, refused=400)  # the tenant initech
     finally:
         server.stop()

@@ -113,9 +113,10 @@ PATH_PARAMS = {
 }
 
 _ERRORS = {
-    400: "Invalid body, query parameter or header",
+    400: "Invalid body, query parameter or header, or a tenant that is not configured "
+         "(InvalidTenantException)",
     401: "No API key, or one the server does not know (when it has keys)",
-    403: "The API key's role does not allow this operation",
+    403: "The API key's role does not allow this operation, or it is limited to other tenants",
     404: "No such route, service, state or task",
     409: "Already completed",
     412: "If-Match: the service has changed since (PreconditionFailed); nothing changed",
@@ -140,6 +141,11 @@ IDEMPOTENCY_KEY = _header(
     "key within 24 h gets the first answer again, with Idempotent-Replayed: true, and "
     "changes nothing (API.md 10.1)",
     {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[\\x20-\\x7e]+$"})
+CONTACT_CENTER_ID = _header(
+    "ContactCenterId", "the tenant (contact center), by name or number, when the service has "
+    "several (API.md 8.2); absent: the default one. Ignored by a single-tenant service")
+GROUP_ID = _header("GroupId", "a business unit: accepted, at most 256 characters, and ignored",
+                   {"type": "string", "maxLength": 256})
 IF_MATCH = _header("If-Match", "the service's ETag as last read: the write happens only if "
                    "nobody wrote to the service since (else 412)")
 IF_NONE_MATCH = _header("If-None-Match", "an ETag of the service: 304 when it is unchanged")
@@ -243,6 +249,8 @@ def _operation(op: Operation, plugin: MarshmallowPlugin) -> dict[str, Any]:
     keyed = op.method == "POST"
     conditional = op.method != "GET" and "<id:sid>" in op.rule
     service = op.response == "Service" and not op.many
+    if op.stored:
+        parameters += [CONTACT_CENTER_ID, GROUP_ID]
     if keyed:
         parameters.append(IDEMPOTENCY_KEY)
     if conditional:

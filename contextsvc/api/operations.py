@@ -68,6 +68,8 @@ class Operation:
     # when given, every status the operation answers, with its description, each with
     # the `response` schema (a status report answers its failure in its own shape)
     responses: dict[int, str] = field(default_factory=dict)
+    # whether it works on the request's store, and so on the request's tenant
+    stored: bool = True
 
 
 @dataclass(frozen=True)
@@ -130,7 +132,7 @@ class ApiBlueprint(Blueprint):
             self.operations.append(Operation(
                 self.name, name, method, rule, name + suffix, summary, role, status, body,
                 body_required, query, response, many, errors,
-                dict(defaults or {}), dict(responses or {})))
+                dict(defaults or {}), dict(responses or {}), self._store))
             options: dict[str, Any] = {"methods": [method]}
             if defaults:
                 options["defaults"] = defaults

@@ -109,12 +109,15 @@ def _summary(docs: list[dict[str, Any]], url: str, ctx: Context,
     active = sum(1 for doc in docs if "completed" not in doc)
     base = url.rstrip("/")
     nested = "active_states=true&completed_states=true&active_tasks=true&completed_tasks=true"
-    lookups = (f"curl -s '{base}/customers/{quote(demo.WIRELESS_CUSTOMER, safe='')}"
+    # with tenants (API.md 8.2): the tenant the services went to, named in each address
+    header = f"-H 'ContactCenterId: {ctx.tenant.name}' " if ctx.tenant else ""
+    tenant = f"&tenant={quote(ctx.tenant.name)}" if ctx.tenant else ""
+    lookups = (f"curl -s {header}'{base}/customers/{quote(demo.WIRELESS_CUSTOMER, safe='')}"
                f"/services?{nested}'",
-               f"curl -s '{base}/services/anonymous/{quote(demo.WAITING_CONTACT_KEY, safe='')}"
-               f"/active?active_states=true'")
-    pages = (f"{base}/journey?customer_id={quote(demo.WIRELESS_CUSTOMER, safe='')}",
-             f"{base}/journey?contact_key={quote(demo.WAITING_CONTACT_KEY, safe='')}")
+               f"curl -s {header}'{base}/services/anonymous/"
+               f"{quote(demo.WAITING_CONTACT_KEY, safe='')}/active?active_states=true'")
+    pages = (f"{base}/journey?customer_id={quote(demo.WIRELESS_CUSTOMER, safe='')}{tenant}",
+             f"{base}/journey?contact_key={quote(demo.WAITING_CONTACT_KEY, safe='')}{tenant}")
     line = (f"loaded {len(docs)} services ({active} active) of {len(customers)} customers "
             f"and {anonymous} anonymous services, ids {min(ids)} to {max(ids)}; "
             f"try {lookups[0]} and {lookups[1]}, or open the journey page: {pages[0]} "
