@@ -1,13 +1,15 @@
-"""Benchmark API keys (API.md 8.1): start-service throughput with keys on over keys
-off, in one run.
+"""Benchmark API keys and tenants (API.md 8.1, 8.2): start-service throughput with
+keys on and tenants configured over both off, in one run.
 
     python bench/keys.py                         # 5 rounds of 10 s
     python bench/keys.py --rounds 3 --seconds 3  # a quicker look
 
 Each round starts two servers on empty stores, ``gunicorn -w 4`` (gevent workers,
-contextsvc/gunicorn_conf.py) on loopback: one with no ``[api_keys]``, one with
---keys keys configured and every request carrying one of them (the last
-configured, so that every configured hash is compared first). Two wrk (``-t2
+contextsvc/gunicorn_conf.py) on loopback: one with no ``[api_keys]`` and no
+``[tenants]``, one with --keys keys configured, each limited to the --tenants
+tenants configured (each with a data file of its own), and every request carrying
+the last key (so that every configured hash is compared first) and naming the
+last tenant in ``ContactCenterId``. Two wrk (``-t2
 -c<connections>`` each) drive start.lua at both at once, for the same seconds: on
 a machine that other work shares, whatever it does weighs on both alike, which
 taking turns does not ensure. The target (>= 0.9) is checked on the median of
@@ -57,7 +59,7 @@ class KeyedServer(Server):
         raise RuntimeError("server did not answer")
 
 
-def measure_round(args: argparse.Namespace, key: str, ini: str) -> dict[bool, dict]:
+def measure_round(args: argparse.Namespace, keys: list[str]) -> dict[bool, dict]:
     """One round: both servers at once, each under its own wrk; keys on -> figures."""
     servers: dict[bool, KeyedServer] = {}
     workdirs = []
@@ -65,14 +67,19 @@ def measure_round(args: argparse.Namespace, key: str, ini: str) -> dict[bool, di
         for keys_on in (False, True):
             workdir = tempfile.mkdtemp(prefix="bench-keys-", dir=args.workdir)
             workdirs.append(workdir)
+            ini = os.path.join(workdir, "contextsvc.ini")
+            with open(ini, "w") as handle:
+                handle.write(configuration(keys, args.tenants, workdir))
             servers[keys_on] = KeyedServer("wsgi:app", {
                 "CONTEXTSVC_STORAGE_PATH": os.path.join(workdir, "cs.json"),
                 "CONTEXTSVC_CONFIG": ini if keys_on and not args.same else ""})
+        tenant = f"tenant-{args.tenants}" if args.tenants else ""
 
         def load(seconds: int) -> dict[bool, dict]:
             runs = {keys_on: wrk_start(server.port, (
                 ("auth.lua",) if keys_on else ()) + ("start.lua", "report.lua"), seconds,
-                args.connections, 1, {"BENCH_KEY": key}) for keys_on, server in servers.items()}
+                args.connections, 1, {"BENCH_KEY": keys[-1], "BENCH_TENANT": tenant})
+                for keys_on, server in servers.items()}
             return {keys_on: wrk_finish(run, seconds + 60) for keys_on, run in runs.items()}
 
         load(2)  # warm-up
@@ -82,6 +89,19 @@ def measure_round(args: argparse.Namespace, key: str, ini: str) -> dict[bool, di
             server.stop()
         for workdir in workdirs:
             shutil.rmtree(workdir, ignore_errors=True)
+
+
+def configuration(keys: list[str], tenants: int, workdir: str) -> str:
+    """The INI text of the server with keys: each key limited to every tenant."""
+    names = [f"tenant-{i + 1}" for i in range(tenants)]
+    text = "[api_keys]\n" + "".join(
+        access.config_line(f"client-{i}", "write", key, names) + "\n"
+        for i, key in enumerate(keys))
+    if names:
+        text += "[tenants]\n" + "".join(
+            f"{name} = {os.path.join(workdir, name + '.json')}\n{name}.id = {n + 1}\n"
+            for n, name in enumerate(names))
+    return text
 
 
 def check_cost(keys: list[str], n: int = 20_000) -> float:
@@ -132,6 +152,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--connections", type=int, default=8, help="per server")
     parser.add_argument("--keys", type=int, default=5, help="keys configured")
+    parser.add_argument("--tenants", type=int, default=2, help="tenants configured")
     parser.add_argument("--workdir", default=None, help="where the stores go (a local disk)")
     parser.add_argument("--same", action="store_true",
                         help="no keys on either server (the second still sends one): what "
@@ -143,18 +164,11 @@ def main() -> None:
                        stdout=subprocess.DEVNULL)
 
     keys = [access.new_key() for _ in range(args.keys)]
-    with tempfile.NamedTemporaryFile("w", suffix=".ini", delete=False) as ini:
-        ini.write("[api_keys]\n" + "".join(
-            access.config_line(f"client-{i}", "write", key) + "\n"
-            for i, key in enumerate(keys)))
     results: dict[bool, list[dict]] = {False: [], True: []}
-    try:
-        for round_ in range(args.rounds):
-            for keys_on, result in measure_round(args, keys[-1], ini.name).items():
-                results[keys_on].append(result)
-            print(f"  round {round_ + 1} of {args.rounds} done", file=sys.stderr, flush=True)
-    finally:
-        os.unlink(ini.name)
+    for round_ in range(args.rounds):
+        for keys_on, result in measure_round(args, keys).items():
+            results[keys_on].append(result)
+        print(f"  round {round_ + 1} of {args.rounds} done", file=sys.stderr, flush=True)
 
     def median(rows: list[dict]) -> dict:
         row = {k: sorted(r[k] for r in rows)[len(rows) // 2]
@@ -169,8 +183,8 @@ def main() -> None:
           f"-c{args.connections}, {args.seconds} s; median of {args.rounds} rounds")
     print(f"\n{'start-service':<24} | {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8}")
     print(f"{'keys off':<24} | {fmt(off)}")
-    print(f"{'keys off (--same)' if args.same else f'keys on ({args.keys} configured)':<24} "
-          f"| {fmt(on)}")
+    label = f"keys on ({args.keys}), {args.tenants} tenants"
+    print(f"{'keys off (--same)' if args.same else label:<24} | {fmt(on)}")
     ratios = [a["rps"] / b["rps"] for a, b in zip(results[True], results[False], strict=True)]
     paired = sorted(ratios)[len(ratios) // 2]
     print(f"\nkeys on / keys off, median of the rounds' ratios: {paired:.2f} (target >= 0.9: "
