@@ -285,7 +285,9 @@ def test_the_log_line_names_the_key_never_its_value(keyed, capsys):
     keyed.get(f"{PREFIX}/services/1", headers=WRONG)
     out = capsys.readouterr().out
     lines = [line.split("] [INFO] ", 1)[1] for line in out.splitlines() if "[INFO]" in line]
-    assert re.fullmatch(r"POST /genesys/1/cs/services/start 201 \d+\.\dms key=ivr", lines[-3])
+    assert re.fullmatch(r"POST /genesys/1/cs/services/start 201 \d+\.\dms key=ivr tenant=acme",
+                        lines[-3])
+    # (refused by role, before its tenant is resolved)
     assert re.fullmatch(r"DELETE /genesys/1/cs/services/1 403 \d+\.\dms key=reports", lines[-2])
     assert re.fullmatch(r"GET /genesys/1/cs/services/1 401 \d+\.\dms", lines[-1])
     for _, key in KEYS.values():

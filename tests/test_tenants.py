@@ -398,3 +398,13 @@ def test_the_command_refuses_a_tenant_it_cannot_use(tmp_path):
     single = {"CONTEXTSVC_CONFIG": "", "CONTEXTSVC_STORAGE_PATH": str(tmp_path / "db.json")}
     result = run("export", "--tenant", "acme", env=single)
     assert result.returncode == 2 and "no tenants" in result.stderr
+
+
+def test_the_log_line_names_the_tenant(client, capsys):
+    client.post(f"{PREFIX}/services/start", json={"contact_key": "K"}, headers=at("7"))
+    client.get(f"{PREFIX}/services/1", headers=at("nowhere"))
+    lines = [line.split("] [INFO] ", 1)[1] for line in capsys.readouterr().out.splitlines()
+             if "[INFO]" in line]
+    assert re.fullmatch(r"POST /genesys/1/cs/services/start 201 \d+\.\dms tenant=globex",
+                        lines[-2])
+    assert re.fullmatch(r"GET /genesys/1/cs/services/1 400 \d+\.\dms", lines[-1])

@@ -78,11 +78,10 @@ def setup(app: Flask, level: str) -> None:
         quiet = (response.status_code < 400 and request.blueprint is not None
                  and request.blueprint.removesuffix("_root") in QUIET)
         level = logging.DEBUG if quiet else logging.INFO
-        key = g.get("contextsvc_key")
-        if key is None:
-            access.log(level, "%s %s %s %.1fms", request.method, logged_path(),
-                       response.status_code, duration)
-        else:
-            access.log(level, "%s %s %s %.1fms key=%s", request.method, logged_path(),
-                       response.status_code, duration, key)
+        # who: the key's name (never its value) and, with tenants, the tenant
+        who = "".join(f" {name}={g.get(attr)}" for name, attr in
+                      (("key", "contextsvc_key"), ("tenant", "contextsvc_tenant"))
+                      if g.get(attr) is not None)
+        access.log(level, "%s %s %s %.1fms%s", request.method, logged_path(),
+                   response.status_code, duration, who)
         return response
