@@ -89,9 +89,11 @@ class _BodyDeadline:
 
 
 def pre_request(worker: Any, req: Any) -> None:
-    """gunicorn's own hook (a debug line), plus a deadline of ``timeout`` seconds
-    for the request body, under gevent workers (a sync worker has its own)."""
-    worker.log.debug("%s %s", req.method, req.path)
+    """gunicorn's own hook (a debug line, without the path: before routing, a
+    customer id or contact key in it cannot be masked as the access log masks it),
+    plus a deadline of ``timeout`` seconds for the request body, under gevent
+    workers (a sync worker has its own)."""
+    worker.log.debug("%s request received", req.method)
     from gevent import monkey
 
     body = getattr(req, "body", None)
