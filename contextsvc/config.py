@@ -75,6 +75,7 @@ SCHEMA: dict[str, dict[str, tuple[Any, type | str]]] = {
         "expiration": ("", "duration"),
         "auto_complete_after": ("", "duration"),
         "sweep_interval": ("1m", "duration"),
+        "server_sweeps": (True, bool),
     },
     "idempotency": {
         "retention": ("24h", "duration"),

@@ -366,3 +366,20 @@ def test_a_sweep_reads_only_services_due_and_a_refresh_fixes_stale_records(tmp_p
     with tinydb_snapshot(path) as db:
         assert db.table("services").all() == []
     assert new != old
+
+
+def test_with_server_sweeps_off_the_server_only_reclaims(tmp_path, clock):
+    """[lifecycle] server_sweeps = false: the housekeeping thread leaves expired
+    services on disk for ``contextsvc sweep``; reads are exact all the same."""
+    path = tmp_path / "db.json"
+    app = create_app({"storage": {"path": str(path)},
+                      "lifecycle": {"expiration": "1h", "server_sweeps": "false"}},
+                     clock=clock)
+    api = Api(app.test_client())
+    sids = [api.start_service(customer_id="C") for _ in range(3)]
+    clock.advance(hours=2)
+    sweeper = app.extensions["contextsvc.sweeper"]
+    sweeper.keep(app.extensions["contextsvc.stores"].get())
+    with tinydb_snapshot(path) as db:
+        assert sorted(d.doc_id for d in db.table("services").all()) == sids  # still there
+    assert api.get("/customers/C/services") == []  # but gone for every read

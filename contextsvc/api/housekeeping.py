@@ -30,8 +30,11 @@ RECLAIM_EVERY = 5.0  # seconds between looks at how much space there is to recla
 
 class Sweeper:
     def __init__(self, stores: Callable[[], list[ServiceStore]], policy: Policy,
-                 clock: Clock, interval: float):
+                 clock: Clock, interval: float, sweeps: bool = True):
+        """``sweeps=False`` (``[lifecycle] server_sweeps = false``): the thread only
+        reclaims space; sweeps and refreshes are left to ``contextsvc sweep``."""
         self.stores, self.policy, self.clock, self.interval = stores, policy, clock, interval
+        self.sweeps = sweeps
         self.tick = min(interval, RECLAIM_EVERY)
         self._pid = 0
         self._lock = threading.Lock()
@@ -65,7 +68,7 @@ class Sweeper:
     def keep(self, store: ServiceStore) -> None:
         """One tick's housekeeping of one store."""
         self.reclaim(store)
-        if self.run_once(store) is not None:
+        if self.sweeps and self.run_once(store) is not None:
             self.refresh(store)  # after a sweep, by the process that swept
 
     def reclaim(self, store: ServiceStore) -> bool:

@@ -75,7 +75,7 @@ def init_app(app: Flask, settings: dict[str, Any], clock: Clock) -> None:
     app.extensions["contextsvc.time"] = (config.policy(settings), clock)
     app.extensions["contextsvc.sweeper"] = Sweeper(
         lambda: list(stores.all().values()), config.policy(settings), clock,
-        settings["lifecycle"]["sweep_interval"])
+        settings["lifecycle"]["sweep_interval"], settings["lifecycle"]["server_sweeps"])
     stores.all()  # open (and check) every store now: a damaged file stops the start
 
 
