@@ -57,6 +57,12 @@ SCHEMA: dict[str, dict[str, tuple[Any, type | str]]] = {
         "lock_timeout": (10.0, float),
         "compact_min_bytes": (16 * 1024 * 1024, int),
         "compact_ratio": (2.0, float),
+        # engine = postgresql only
+        "dsn": ("", str),
+        "schema": ("contextsvc", str),
+        "pool_min": (1, int),
+        "pool_max": (10, int),
+        "statement_timeout": (30.0, float),
     },
     "limits": {
         "max_body_bytes": (1024 * 1024, int),
@@ -269,6 +275,8 @@ def load(test_config: Mapping[str, Mapping[str, Any]] | None = None,
     if settings["storage"]["engine"] not in ENGINES:
         raise ConfigError(f"{source['storage', 'engine']}: expected one of "
                           f"{', '.join(ENGINES)}, got {settings['storage']['engine']!r}")
+    if settings["storage"]["engine"] == "postgresql":
+        _check_postgresql(settings["storage"], source)
     if not settings["lifecycle"]["sweep_interval"]:
         raise ConfigError(f"{source['lifecycle', 'sweep_interval']}: a duration is required")
     if not settings["idempotency"]["retention"]:
@@ -276,6 +284,24 @@ def load(test_config: Mapping[str, Mapping[str, Any]] | None = None,
     settings["storage"]["path"] = os.path.abspath(settings["storage"]["path"])
     settings[API_KEYS] = _checked_keys(keys)
     return settings
+
+
+def _check_postgresql(storage: dict[str, Any], source: dict[tuple[str, str], str]) -> None:
+    """The settings of the postgresql engine, which is imported only when named."""
+    try:
+        from .storage import postgresql
+    except ImportError as exc:
+        raise ConfigError(f"{source['storage', 'engine']}: postgresql needs psycopg, which "
+                          f"is not installed ({exc}): pip install 'contextsvc[postgresql]'"
+                          ) from None
+    for key, check in (("dsn", postgresql.check_dsn), ("schema", postgresql.check_schema_name)):
+        try:
+            check(storage[key])
+        except ValueError as exc:
+            raise ConfigError(f"{source['storage', key]}: {exc}") from None
+    if storage["pool_max"] < storage["pool_min"]:
+        raise ConfigError(f"{source['storage', 'pool_max']}: must be at least [storage] "
+                          f"pool_min ({storage['pool_min']}), got {storage['pool_max']}")
 
 
 def _checked_keys(keys: dict[str, access.ApiKey]) -> dict[str, access.ApiKey]:
