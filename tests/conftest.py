@@ -3,6 +3,7 @@ import subprocess
 import pytest
 
 from contextsvc import create_app
+from tests import pgcluster
 
 BASES = ["/genesys/1/cs", ""]
 
@@ -72,3 +73,15 @@ def small_disk(tmp_path):
         pytest.skip(f"cannot mount a small tmpfs to fill: {done.stderr.strip()}")
     yield mount
     subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+@pytest.fixture(scope="session")
+def pg_cluster():
+    """A throwaway PostgreSQL cluster for the whole run (see tests/pgcluster.py);
+    the tests that use it are skipped, saying why, when it cannot be started here."""
+    why = pgcluster.missing()
+    if why is not None:
+        pytest.skip(why)
+    cluster = pgcluster.Cluster()
+    yield cluster
+    cluster.close()
