@@ -157,6 +157,9 @@ def upgrade(conn: psycopg.Connection, schema: str) -> tuple[int, int]:
     (servers starting together wait for each other). Returns (version before,
     version now). Raises StoreFailure when the schema is newer than this code."""
     s = sql.Identifier(schema)
+    current = schema_version(conn, schema)
+    if current == SCHEMA_VERSION:  # the usual case: nothing written (a read-only role
+        return current, current    # or standby may open the store)
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))",
                      (f"contextsvc\x1fschema\x1f{schema}",))
