@@ -21,6 +21,14 @@ import uuid
 from tests.gunicorn_server import free_port
 
 SUPERUSER = "contextsvc_test"
+# CONTEXTSVC_TEST_ENGINE=postgresql runs the suite on the postgresql engine: the app
+# fixture, and every app, server and command a test starts (through these
+# CONTEXTSVC_STORAGE_* variables, naming the test cluster and a fresh schema per
+# test: tests/conftest.py). Taken out of the environment: the configuration refuses
+# CONTEXTSVC_ variables that name no setting.
+TEST_ENGINE = os.environ.pop("CONTEXTSVC_TEST_ENGINE", "") or "file"
+ENGINE_VARIABLES = ("CONTEXTSVC_STORAGE_ENGINE", "CONTEXTSVC_STORAGE_DSN",
+                    "CONTEXTSVC_STORAGE_SCHEMA")
 
 
 def bindir() -> str | None:
