@@ -16,13 +16,16 @@ from __future__ import annotations
 
 import errno
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .base import Progress, Selection, ServiceStore, StoreStats
 from .log import LogStore
 from .logfile import LogFile
 from .memory import MemoryLog
 from .tinydbfiles import tinydb_snapshot
+
+if TYPE_CHECKING:
+    from .postgresql import PostgresStore
 
 __all__ = ["ENGINES", "LogFile", "LogStore", "MemoryLog", "Selection", "ServiceStore",
            "StoreStats", "backup_store", "check_store", "open_store", "tinydb_snapshot"]
@@ -48,7 +51,7 @@ def open_store(settings: dict[str, Any], path: str | None = None) -> ServiceStor
 
 
 def open_postgresql(settings: dict[str, Any], schema: str | None = None, *,
-                    setup: bool = True) -> Any:
+                    setup: bool = True) -> PostgresStore:
     """The postgresql engine's store on ``schema`` (by default ``[storage] schema``);
     without ``setup``, it neither creates nor upgrades the schema."""
     from .postgresql import PostgresStore  # psycopg only for this engine
