@@ -75,7 +75,8 @@ def test_db_upgrade_creates_the_schema_once(pg_cluster):
 
 
 def test_db_upgrade_on_the_file_engine_says_it_has_no_schema(tmp_path):
-    line = one_line_failure(contextsvc("db", "upgrade", path=tmp_path / "db.json"))
+    line = one_line_failure(contextsvc("db", "upgrade", path=tmp_path / "db.json",
+                                       env={"CONTEXTSVC_STORAGE_ENGINE": "file"}))
     assert "engine = file has no database schema" in line
 
 

@@ -197,6 +197,7 @@ def schema_version(conn: psycopg.Connection, schema: str) -> int:
 _BUSY = (pgerrors.LockNotAvailable, pgerrors.QueryCanceled, pgerrors.SerializationFailure,
          pgerrors.DeadlockDetected, pgerrors.TooManyConnections, pgerrors.CannotConnectNow)
 # after these the connection is not worth keeping: a standby, a server going away
+# (lock and statement timeouts are OperationalErrors too, but the connection is fine)
 _DISCARD = (pgerrors.ReadOnlySqlTransaction, pgerrors.AdminShutdown, pgerrors.CrashShutdown,
             pgerrors.IdleInTransactionSessionTimeout, psycopg.OperationalError)
 
@@ -454,8 +455,9 @@ class PostgresStore:
             with self._pool().connection(timeout=self.settings.lock_timeout) as conn:
                 try:
                     yield conn
-                except _DISCARD:
-                    conn.close()
+                except _DISCARD as exc:
+                    if not isinstance(exc, _BUSY):
+                        conn.close()
                     raise
         except PoolTimeout:
             raise StoreBusy(f"No database connection within {self.settings.lock_timeout:g} s "
@@ -466,7 +468,8 @@ class PostgresStore:
 
     def _mapped(self, exc: psycopg.Error, committing: bool = False) -> Exception:
         message = scrub(str(exc) or type(exc).__name__, self.settings.dsn)
-        if committing and isinstance(exc, psycopg.OperationalError):
+        if (committing and isinstance(exc, psycopg.OperationalError)
+                and not isinstance(exc, _BUSY)):
             return StoreFailure("The connection to the database was lost while the write was "
                                 f"being committed: it may or may not have been made ({message})")
         if isinstance(exc, _BUSY):
@@ -501,7 +504,7 @@ class PostgresStore:
                     except psycopg.Error:
                         conn.close()
                 if isinstance(exc, psycopg.Error):
-                    if isinstance(exc, _DISCARD):
+                    if isinstance(exc, _DISCARD) and not isinstance(exc, _BUSY):
                         conn.close()
                     raise self._mapped(exc, committing) from None
                 raise
