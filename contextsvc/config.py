@@ -59,6 +59,12 @@ SCHEMA: dict[str, dict[str, tuple[Any, type | str]]] = {
         "lock_timeout": (10.0, float),
         "compact_min_bytes": (16 * 1024 * 1024, int),
         "compact_ratio": (2.0, float),
+        # engine = postgresql only
+        "dsn": ("", str),
+        "schema": ("contextsvc", str),
+        "pool_min": (1, int),
+        "pool_max": (10, int),
+        "statement_timeout": (30.0, float),
     },
     "limits": {
         "max_body_bytes": (1024 * 1024, int),
@@ -285,6 +291,8 @@ def load(test_config: Mapping[str, Mapping[str, Any]] | None = None,
     if settings["storage"]["engine"] not in ENGINES:
         raise ConfigError(f"{source['storage', 'engine']}: expected one of "
                           f"{', '.join(ENGINES)}, got {settings['storage']['engine']!r}")
+    if settings["storage"]["engine"] == "postgresql":
+        _check_postgresql(settings["storage"], source)
     if not settings["lifecycle"]["sweep_interval"]:
         raise ConfigError(f"{source['lifecycle', 'sweep_interval']}: a duration is required")
     if not settings["idempotency"]["retention"]:
@@ -305,6 +313,8 @@ def _tenants(lines: dict[str, tuple[str, str]], engine: str) -> tenancy.Tenants:
         key, _, message = str(exc).partition(": ")
         where = lines[key][1] if key in lines else f"[{TENANTS}] {key}"
         raise ConfigError(f"{where}: {message}") from None
+    if engine == "postgresql":
+        return _tenant_schemas(tenants, lines)
     if engine != "file":
         return tenants
     found: dict[str, str] = {}
@@ -324,6 +334,44 @@ def _tenants(lines: dict[str, tuple[str, str]], engine: str) -> tenancy.Tenants:
         found[real] = tenant.name
         by_name[tenant.name] = dataclasses.replace(tenant, store=path)
     return tenancy.Tenants(by_name, tenants.default)
+
+
+def _tenant_schemas(tenants: tenancy.Tenants, lines: dict[str, tuple[str, str]]
+                    ) -> tenancy.Tenants:
+    """For the postgresql engine a tenant's store is a schema of the database: a
+    name the engine accepts, of this tenant only."""
+    from .storage import postgresql
+
+    found: dict[str, str] = {}
+    for tenant in tenants:
+        where = lines[tenant.name][1]
+        try:
+            postgresql.check_schema_name(tenant.store)
+        except ValueError as exc:
+            raise ConfigError(f"{where}: {exc}") from None
+        if tenant.store in found:
+            raise ConfigError(f"{where}: the schema {tenant.store} is the store of "
+                              f"{found[tenant.store]} too; each tenant needs a schema of its own")
+        found[tenant.store] = tenant.name
+    return tenants
+
+
+def _check_postgresql(storage: dict[str, Any], source: dict[tuple[str, str], str]) -> None:
+    """The settings of the postgresql engine, which is imported only when named."""
+    try:
+        from .storage import postgresql
+    except ImportError as exc:
+        raise ConfigError(f"{source['storage', 'engine']}: postgresql needs psycopg, which "
+                          f"is not installed ({exc}): pip install 'contextsvc[postgresql]'"
+                          ) from None
+    for key, check in (("dsn", postgresql.check_dsn), ("schema", postgresql.check_schema_name)):
+        try:
+            check(storage[key])
+        except ValueError as exc:
+            raise ConfigError(f"{source['storage', key]}: {exc}") from None
+    if storage["pool_max"] < storage["pool_min"]:
+        raise ConfigError(f"{source['storage', 'pool_max']}: must be at least [storage] "
+                          f"pool_min ({storage['pool_min']}), got {storage['pool_max']}")
 
 
 def _checked_keys(keys: dict[str, access.ApiKey], source: dict[str, str],

@@ -26,6 +26,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import socket
+import sys
 import time
 from typing import Any
 
@@ -120,10 +121,32 @@ def on_starting(server: Any) -> None:
         settings = _config.load()
     except _config.ConfigError as exc:
         _config.exit_on(exc)
+    if settings["storage"]["engine"] == "postgresql":
+        _check_database(settings)
     if settings["storage"]["engine"] == "memory" and server.cfg.workers > 1:
         server.log.warning("[storage] engine = memory with %d workers: each worker has its "
                            "own data, so a request may not see an earlier one's writes; "
                            "use -w 1", server.cfg.workers)
+
+
+def _check_database(settings: dict[str, Any]) -> None:
+    """With engine = postgresql, connect once in the master, before any worker forks,
+    and create or upgrade the schema: a database that cannot be reached stops
+    gunicorn with libpq's reason in one line (never the password), exit status 1.
+    Later, workers connect by themselves (each its own pool, made after the fork),
+    and a database lost meanwhile makes requests answer 503."""
+    from contextsvc.errors import ContextError
+    from contextsvc.storage import open_postgresql
+
+    store = open_postgresql(settings, setup=False)
+    try:
+        store.upgrade()
+    except ContextError as exc:
+        print(f"contextsvc: error: [storage] dsn: {store.describe()}: {exc.message}",
+              file=sys.stderr, flush=True)
+        raise SystemExit(1) from None
+    finally:
+        store.close()
 
 
 def exposed(listeners: Any) -> list[str]:

@@ -12,6 +12,7 @@ import time
 
 from contextsvc import create_app
 from tests.gunicorn_server import Server
+from tests.pgcluster import ENGINE_VARIABLES
 
 COMMAND = shutil.which("contextsvc", path=os.path.dirname(sys.executable))
 
@@ -20,7 +21,8 @@ def contextsvc(*args: str, path=None, env: dict[str, str] | None = None,
                **kwargs) -> subprocess.CompletedProcess:
     """The installed command, on the store at ``path``."""
     assert COMMAND, "the contextsvc command is installed with the package"
-    base = {k: v for k, v in os.environ.items() if not k.startswith("CONTEXTSVC_")}
+    base = {k: v for k, v in os.environ.items()
+            if not k.startswith("CONTEXTSVC_") or k in ENGINE_VARIABLES}  # the test's engine
     if path is not None:
         base["CONTEXTSVC_STORAGE_PATH"] = str(path)
     if "stderr" not in kwargs:

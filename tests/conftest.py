@@ -3,15 +3,33 @@ import subprocess
 import pytest
 
 from contextsvc import create_app
+from tests import pgcluster
 
 BASES = ["/genesys/1/cs", ""]
+TEST_ENGINE = pgcluster.TEST_ENGINE
 
 
-@pytest.fixture(params=["file", "memory"])
+@pytest.fixture(params=["postgresql"] if TEST_ENGINE == "postgresql" else ["file", "memory"])
 def app(request, tmp_path):
-    """The app on a fresh store; every API test runs on both engines."""
+    """The app on a fresh store; every API test runs on the file and memory engines
+    (or on postgresql, see TEST_ENGINE)."""
     return create_app({"storage": {"engine": request.param,
                                    "path": str(tmp_path / "data" / "contextsvc.json")}})
+
+
+@pytest.fixture(autouse=True)
+def test_engine(request, monkeypatch):
+    """With TEST_ENGINE postgresql, a fresh schema of the test cluster for the test;
+    the tests about the file engine's data file (marked file_engine) are skipped."""
+    if TEST_ENGINE != "postgresql":
+        return
+    marker = request.node.get_closest_marker("file_engine")
+    if marker is not None:
+        pytest.skip(f"file engine only: {marker.args[0] if marker.args else 'the data file'}")
+    cluster = request.getfixturevalue("pg_cluster")
+    monkeypatch.setenv("CONTEXTSVC_STORAGE_ENGINE", "postgresql")
+    monkeypatch.setenv("CONTEXTSVC_STORAGE_DSN", cluster.dsn)
+    monkeypatch.setenv("CONTEXTSVC_STORAGE_SCHEMA", pgcluster.fresh_schema())
 
 
 @pytest.fixture
@@ -72,3 +90,15 @@ def small_disk(tmp_path):
         pytest.skip(f"cannot mount a small tmpfs to fill: {done.stderr.strip()}")
     yield mount
     subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+@pytest.fixture(scope="session")
+def pg_cluster():
+    """A throwaway PostgreSQL cluster for the whole run (see tests/pgcluster.py);
+    the tests that use it are skipped, saying why, when it cannot be started here."""
+    why = pgcluster.missing()
+    if why is not None:
+        pytest.skip(why)
+    cluster = pgcluster.Cluster()
+    yield cluster
+    cluster.close()

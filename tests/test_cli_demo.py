@@ -252,6 +252,7 @@ def test_the_journey_pages_printed_are_served(loaded):
 
 
 # ---------------------------------------------------------------- determinism, reruns
+@pytest.mark.file_engine("several stores in one test")
 def test_the_same_seed_gives_the_same_data_and_another_seed_other_data(tmp_path, loaded):
     _, out, client = loaded
     first = every_service(client, out["ids"])

@@ -131,6 +131,7 @@ LIFECYCLE = {"CONTEXTSVC_LIFECYCLE_EXPIRATION": "3s",
              "CONTEXTSVC_LIFECYCLE_SWEEP_INTERVAL": "1h"}  # only the command sweeps
 
 
+@pytest.mark.file_engine("reads the data file")
 def test_sweep_removes_what_expired_and_writes_auto_completions_the_server_agrees(tmp_path):
     path = tmp_path / "db.json"
     server = Server(str(path), workers=4, extra_env=LIFECYCLE)
@@ -173,6 +174,7 @@ def test_sweep_removes_what_expired_and_writes_auto_completions_the_server_agree
         server.stop()
 
 
+@pytest.mark.file_engine("reads the data file")
 def test_sweep_uses_the_expiration_of_each_service_type_from_the_configuration(tmp_path):
     path = tmp_path / "db.json"
     (tmp_path / "lifecycle.ini").write_text(
@@ -203,6 +205,7 @@ def test_a_full_sweep_reads_services_written_before_the_configuration_changed(tm
     assert not set(sids) & set(on_disk(path))
 
 
+@pytest.mark.file_engine("reads the data file")
 def test_sweep_waits_for_the_sweep_another_process_is_running(tmp_path):
     path = tmp_path / "db.json"
     api = client(path)

@@ -26,6 +26,8 @@ from tests.commands import (
 )
 from tests.gunicorn_server import ROOT, Server
 
+pytestmark = pytest.mark.file_engine  # about the data file
+
 
 # ------------------------------------------------------------------ check
 def test_check_counts_services_and_what_compact_frees(tmp_path):

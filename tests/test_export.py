@@ -211,6 +211,7 @@ def test_the_answer_is_streamed_and_writes_go_on_while_it_is_read(api, client, m
     assert all(s["pad"] == "x" * 100 for s in services)
 
 
+@pytest.mark.file_engine("holds the data file's lock")
 def test_a_busy_store_at_the_start_is_a_503_not_a_cut_answer(tmp_path):
     path = tmp_path / "db.json"
     client = create_app({"storage": {"path": str(path), "lock_timeout": 0.2}}).test_client()

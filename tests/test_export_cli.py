@@ -118,6 +118,7 @@ def test_export_filters_as_the_http_stream_does(db, app_on, journeys):
 
 
 # ------------------------------------------------------------------ the round trip
+@pytest.mark.file_engine("several stores in one test")
 def test_export_import_export_gives_the_same_bytes(db, journeys, tmp_path, app_on):
     exported = ok(run(db, "export"))
     fresh = tmp_path / "b" / "db.json"
@@ -152,6 +153,7 @@ def handmade():
     ]
 
 
+@pytest.mark.file_engine("several stores in one test")
 def test_import_keeps_ids_and_what_was_exported(db, app_on, tmp_path):
     source = tmp_path / "in.ndjson"
     source.write_bytes(ndjson(*handmade()) + b"\n  \n")  # blank lines are passed over
@@ -171,6 +173,7 @@ def test_import_keeps_ids_and_what_was_exported(db, app_on, tmp_path):
     assert ok(run(fresh, "export")) == again
 
 
+@pytest.mark.file_engine("several stores in one test")
 def test_imported_services_are_found_by_housekeeping(db, tmp_path):
     """The due index: a sweep that reads only what is due removes an imported service
     whose expiration has passed, and completes one past its auto-complete moment."""
@@ -318,6 +321,7 @@ def test_on_a_terminal_long_runs_show_progress_and_a_summary(db, tmp_path):
     assert (tmp_path / "out.ndjson").read_bytes().count(b"\n") == 300
 
 
+@pytest.mark.file_engine("several stores in one test")
 def test_an_import_interrupted_while_writing_takes_back_what_it_wrote(db, tmp_path):
     import signal
     import time

@@ -11,6 +11,8 @@ import subprocess
 import sys
 import threading
 
+import pytest
+
 from contextsvc.domain import export, lifecycle
 from tests.gunicorn_server import Server
 
@@ -90,6 +92,7 @@ def wait_for(condition):
     raise AssertionError("the starts did not go on")
 
 
+@pytest.mark.file_engine("several stores in one test")
 def test_export_under_load_import_elsewhere_and_the_same_answers(tmp_path):
     db, fresh = tmp_path / "a" / "db.json", tmp_path / "b" / "db.json"
     preload(db, tmp_path, list(range(1, PRELOADED + 1)))

@@ -14,6 +14,8 @@ from contextsvc import create_app
 from contextsvc.storage import logfile
 from tests.gunicorn_server import ROOT, free_port
 
+pytestmark = pytest.mark.file_engine  # about the data file
+
 
 def test_full_disk_answers_503_keeps_data_and_recovers(small_disk):
     client = create_app({"storage": {"path": str(small_disk / "db.json")}}).test_client()

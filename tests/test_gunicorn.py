@@ -65,6 +65,7 @@ def test_concurrent_completes_of_one_state_one_wins(server):
     assert statuses == [204] + [409] * 23
 
 
+@pytest.mark.file_engine("reads the data file")
 def test_compactions_under_concurrent_writers_lose_nothing(tmp_path):
     """A tiny compaction threshold and a short housekeeping period make the workers
     replace the file under each other several times while they write and read."""

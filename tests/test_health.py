@@ -29,6 +29,7 @@ def test_health_is_public_in_the_openapi_document(client):
     assert set(operation["responses"]) == {"200", "503"}
 
 
+@pytest.mark.file_engine("deletes or replaces the data file")
 def test_a_passing_health_check_is_not_logged_at_info_but_a_failing_one_is(tmp_path, capsys):
     path = tmp_path / "db.json"
     client = create_app({"storage": {"path": str(path)}}).test_client()
@@ -43,6 +44,7 @@ def test_a_passing_health_check_is_not_logged_at_info_but_a_failing_one_is(tmp_p
     assert "GET /health 503" in capsys.readouterr().out
 
 
+@pytest.mark.file_engine("deletes or replaces the data file")
 def test_health_says_unavailable_once_the_data_file_is_deleted(tmp_path):
     path = tmp_path / "db.json"
     client = create_app({"storage": {"path": str(path)}}).test_client()
@@ -76,6 +78,7 @@ def health_answers(server, n=12):
     return [(status, body) for status, body, _ in answers]
 
 
+@pytest.mark.file_engine("deletes or replaces the data file")
 @pytest.mark.parametrize("tampering", ["deleted", "replaced"])
 def test_every_gunicorn_worker_reports_a_data_file_deleted_or_replaced_under_it(
         server, tampering):

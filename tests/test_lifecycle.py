@@ -226,6 +226,7 @@ def test_an_auto_completed_service_is_written_completed_by_the_next_write(make, 
 
 
 # ------------------------------------------------------------------ housekeeping
+@pytest.mark.file_engine("reads the data file")
 def test_a_sweep_removes_expired_services_and_stores_auto_completions(tmp_path, clock):
     path = tmp_path / "db.json"
     app = create_app({"storage": {"path": str(path), "compact_min_bytes": 1},
@@ -321,6 +322,7 @@ def test_bad_purges_are_400_and_remove_nothing(make, body):
     assert client.get(f"{B}/services/{sid}").status_code == 200
 
 
+@pytest.mark.file_engine("reads the data file")
 def test_plain_tinydb_still_reads_a_store_with_lifecycle_fields(tmp_path, clock):
     path = tmp_path / "db.json"
     api = Api(create_app({"storage": {"path": str(path)}}, clock=clock).test_client())
@@ -341,6 +343,7 @@ def test_a_large_streamed_answer_leaves_out_what_expired(make, clock):
     assert r.status_code == 200 and [s["service_id"] for s in r.get_json()] == keep
 
 
+@pytest.mark.file_engine("reads the data file")
 def test_a_sweep_reads_only_services_due_and_a_refresh_fixes_stale_records(tmp_path, clock):
     path = str(tmp_path / "db.json")
     api = Api(create_app({"storage": {"path": path}}, clock=clock).test_client())

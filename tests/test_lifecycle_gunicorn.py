@@ -10,6 +10,8 @@ import threading
 import time
 from datetime import datetime, timezone
 
+import pytest
+
 from contextsvc import create_app
 from contextsvc.storage import tinydb_snapshot
 from tests.gunicorn_server import Server
@@ -25,6 +27,7 @@ def sweep_lines(server):
         return [line for line in log if "sweep" in line]
 
 
+@pytest.mark.file_engine("reads the data file")
 def test_services_complete_then_expire_and_the_sweepers_remove_them_once(tmp_path):
     path = tmp_path / "db.json"
     server = Server(str(path), workers=4, extra_env=LIFECYCLE)
@@ -66,6 +69,7 @@ def test_services_complete_then_expire_and_the_sweepers_remove_them_once(tmp_pat
         server.stop()
 
 
+@pytest.mark.file_engine("reads the data file")
 def test_sigkill_during_a_sweep_loses_no_acknowledged_write(tmp_path):
     path = tmp_path / "db.json"
     expires = time.time() + 8  # once the server is up and taking writes

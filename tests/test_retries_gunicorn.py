@@ -7,6 +7,8 @@ import signal
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
+import pytest
+
 from tests.gunicorn_server import Server
 
 B = "/genesys/1/cs"
@@ -54,6 +56,7 @@ def test_concurrent_identical_composite_starts_make_one_service(tmp_path):
         server.stop()
 
 
+@pytest.mark.file_engine("reads the data file")
 def test_a_retry_after_a_kill_between_write_and_answer_gets_the_original_answer(tmp_path):
     """SIGKILL of the master and every worker as soon as the keyed write is in the
     file (before its flush and answer, most rounds); a new server answers the retry

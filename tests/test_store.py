@@ -10,6 +10,8 @@ from contextsvc import create_app
 from contextsvc.config import ConfigError
 from contextsvc.errors import StoreCorrupt
 
+pytestmark = pytest.mark.file_engine  # about the data file
+
 
 def make(path, **storage):
     return create_app({"storage": {"path": str(path), **storage}}).test_client()

@@ -6,8 +6,12 @@ from __future__ import annotations
 
 import os
 
+import pytest
+
 from contextsvc.storage import LogFile, LogStore
 from tests.gunicorn_server import Server
+
+pytestmark = pytest.mark.file_engine  # about the data file
 
 PAD = "x" * 1500
 

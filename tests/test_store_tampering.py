@@ -19,6 +19,8 @@ from contextsvc import create_app
 from contextsvc.errors import StoreCorrupt
 from tests.gunicorn_server import Server
 
+pytestmark = pytest.mark.file_engine  # about the data file
+
 
 def make(path, **storage):
     return create_app({"storage": {"path": str(path), **storage}}).test_client()

@@ -82,7 +82,7 @@ def purge(ctx: Context, limit: str, operation: str) -> None:
     good, and their ids are never handed out again.
 
     Prints "purged: N". A TS that is not a timestamp, or an unknown OP, is bad
-    usage (exit status 2). File engine only.
+    usage (exit status 2). File and postgresql engines.
     """
     data_file(ctx, "purge")
     with ctx.store() as store:
@@ -114,10 +114,10 @@ def sweep(ctx: Context, full: bool) -> None:
     this sweep counts as the deployment's sweep for the next interval.
 
     Prints "removed: N" (expired services removed) and "auto-completed: N".
-    File engine only.
+    File and postgresql engines.
     """
     path = data_file(ctx, "sweep")
-    for name in (path, os.path.dirname(path)):
+    for name in (path, os.path.dirname(path)) if path is not None else ():
         if not os.access(name, os.W_OK):
             raise Failure(f"cannot write {name}: a sweep writes to the store")
     with ctx.store() as store:

@@ -1,7 +1,8 @@
 """Keeping the store: ``backup``, ``check`` and ``compact`` (API.md 7.2).
 
 Each works on the data file of the file engine while servers use it, through the
-store's lock like a server process (``check`` without writing anything at all).
+store's lock like a server process (``check`` without writing anything at all),
+or on the schema of the postgresql engine, through the store contract.
 """
 
 from __future__ import annotations
@@ -13,16 +14,19 @@ from typing import Any
 
 import click
 
-from ..storage import backup_store, check_store
+from ..storage import backup_store, check_store, open_postgresql
 from ..storage.base import Progress
 from . import Context, Failure, main, pass_context, progress
 
 
-def data_file(ctx: Context, doing: str) -> str:
-    """The data file the configuration names. A failure for the memory engine (its
-    services live inside a server process, out of reach of this command) and when
-    there is no file (rather than creating an empty store)."""
+def data_file(ctx: Context, doing: str) -> str | None:
+    """The data file the configuration names; None for the postgresql engine (a
+    database, which the command reaches as servers do). A failure for the memory
+    engine (its services live inside a server process, out of reach of this
+    command) and when there is no file (rather than creating an empty store)."""
     storage = ctx.settings["storage"]
+    if storage["engine"] == "postgresql":
+        return None
     if storage["engine"] != "file":
         raise Failure(f"[storage] engine = {storage['engine']} keeps the services inside the "
                       f"server process: there is no store here to {doing}")
@@ -69,9 +73,25 @@ def backup(ctx: Context, dest: str, force: bool) -> None:
     takes the store's file name in it.
 
     Prints the path of the copy, its services and bytes (see `contextsvc check`).
-    File engine only.
+
+    With [storage] engine = postgresql, the copy is such a data file too (a file
+    engine's server can start on it, `contextsvc import` can load an export of
+    it), read in one snapshot of the database: servers do not wait at all. It is
+    not a backup of the database: for that, use pg_dump (pg_dump -n SCHEMA).
     """
     path = data_file(ctx, "back up")
+    if path is None:
+        target = os.path.abspath(os.path.join(dest, f"{ctx.settings['storage']['schema']}.json")
+                                 if os.path.isdir(dest) else dest)
+        if os.path.lexists(target) and not force:
+            raise Failure(f"{dest} exists; use --force to replace it")
+        with meter("backup") as report, ctx.store() as store:
+            try:
+                stats = store.backup(target, overwrite=force, progress=report)
+            except FileExistsError:
+                raise Failure(f"{dest} exists; use --force to replace it") from None
+        click.echo(f"backup: {target}\nservices: {stats.services}\nbytes: {stats.bytes}")
+        return
     if os.path.isdir(dest):
         dest = os.path.join(dest, os.path.basename(path))
     target = os.path.abspath(dest)
@@ -116,11 +136,26 @@ def check(ctx: Context) -> None:
     interrupted by a crash (never an acknowledged one).
 
     A damaged store exits with status 1 and the damage in one line on stderr.
-    File engine only.
+
+    With [storage] engine = postgresql (PostgreSQL checks its own pages), it
+    checks, in one snapshot and writing nothing, that the schema is at this
+    version's (see `contextsvc db upgrade`), that each row holds its own service's
+    document, and that the counters behind these figures agree with the rows; the
+    bytes are those of the documents, and reclaimable what the next compaction
+    forgets (see `contextsvc compact`).
     """
     path = data_file(ctx, "check")
-    with meter("check") as report:
-        stats, notes = check_store(ctx.settings, path, progress=report)
+    if path is None:
+        store = open_postgresql(ctx.settings, setup=False)
+        try:
+            stats, notes = store.audit()
+            where = store.describe()
+        finally:
+            store.close()
+        path = where
+    else:
+        with meter("check") as report:
+            stats, notes = check_store(ctx.settings, path, progress=report)
     click.echo(f"store: {path}\nservices: {stats.services}\nbytes: {stats.bytes}\n"
                f"reclaimable: {stats.reclaimable}")
     for note in notes:
@@ -141,7 +176,13 @@ def compact(ctx: Context) -> None:
     when nothing can be reclaimed.
 
     Prints the services, and the bytes the records take before and after (see
-    `contextsvc check`). File engine only.
+    `contextsvc check`).
+
+    With [storage] engine = postgresql, it runs a plain VACUUM (ANALYZE) of the
+    store's tables, which makes the space of old row versions reusable and holds
+    up no request (PostgreSQL's autovacuum does the same by its own rules; the
+    files do not shrink, as only VACUUM FULL, which locks the tables, would do),
+    and forgets the bytes counted as reclaimable.
     """
     data_file(ctx, "compact")
     with ctx.store() as store:

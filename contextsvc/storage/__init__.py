@@ -6,13 +6,17 @@ every gunicorn worker; :mod:`.logfile`) and ``memory`` (one process, nothing kep
 :mod:`.memory`), both under the log store of :mod:`.log`. A new engine implements
 :class:`ServiceStore`, is named in ``ENGINES`` and :func:`open_store`, and is added
 to the ``store`` fixture of ``tests/storage/test_contract.py``.
+
+``postgresql`` (:mod:`.postgresql`) keeps the services in a PostgreSQL database,
+for several app servers on one database; it needs the ``postgresql`` extra
+(psycopg), imported only when the configuration names the engine.
 """
 
 from __future__ import annotations
 
 import errno
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .base import Progress, Selection, ServiceStore, StoreStats
 from .log import LogStore
@@ -20,16 +24,21 @@ from .logfile import LogFile
 from .memory import MemoryLog
 from .tinydbfiles import tinydb_snapshot
 
+if TYPE_CHECKING:
+    from .postgresql import PostgresStore
+
 __all__ = ["ENGINES", "LogFile", "LogStore", "MemoryLog", "Selection", "ServiceStore",
            "StoreStats", "backup_store", "check_store", "open_store", "tinydb_snapshot"]
 
-ENGINES = ("file", "memory")
+ENGINES = ("file", "memory", "postgresql")
 
 
 def open_store(settings: dict[str, Any], path: str | None = None) -> ServiceStore:
     """Open the store the settings describe; ``path`` names another data file for
-    the file engine (one per tenant)."""
+    the file engine (one per tenant), another schema for the postgresql engine."""
     storage = settings["storage"]
+    if storage["engine"] == "postgresql":
+        return open_postgresql(settings, path)
     if storage["engine"] == "memory":
         engine: LogFile | MemoryLog = MemoryLog()
     else:
@@ -39,6 +48,23 @@ def open_store(settings: dict[str, Any], path: str | None = None) -> ServiceStor
                     compact_ratio=storage["compact_ratio"],
                     max_service_bytes=settings["limits"]["max_service_bytes"],
                     lock_timeout=storage["lock_timeout"])
+
+
+def open_postgresql(settings: dict[str, Any], schema: str | None = None, *,
+                    setup: bool = True) -> PostgresStore:
+    """The postgresql engine's store on ``schema`` (by default ``[storage] schema``);
+    without ``setup``, it neither creates nor upgrades the schema."""
+    from .postgresql import PostgresStore  # psycopg only for this engine
+
+    storage = settings["storage"]
+    return PostgresStore(storage["dsn"], schema or storage["schema"],
+                         pool_min=storage["pool_min"], pool_max=storage["pool_max"],
+                         lock_timeout=storage["lock_timeout"],
+                         statement_timeout=storage["statement_timeout"],
+                         compact_min_bytes=storage["compact_min_bytes"],
+                         compact_ratio=storage["compact_ratio"],
+                         max_service_bytes=settings["limits"]["max_service_bytes"],
+                         setup=setup)
 
 
 def check_store(settings: dict[str, Any], path: str | None = None,

@@ -1,0 +1,1005 @@
+"""The PostgreSQL engine: :class:`~contextsvc.storage.base.ServiceStore` on a
+PostgreSQL database (``[storage] engine = postgresql``), for deployments with
+several app servers on one database. Plain SQL through psycopg 3 and psycopg-pool.
+
+Layout, in one schema per store (a tenant is a schema):
+
+* ``services``: one row per service: the whole document as ``json`` (its text as
+  :func:`~.records.encode` writes it, index keys first), and plain columns copied
+  from it on every write for what the store looks up (``customer_id``,
+  ``contact_key``, ``due``: the same :func:`~.records.index_keys` the file engine
+  indexes) or what SQL reports want (``started``, ``completed``, ``service_type``).
+  ``json``, not ``jsonb``: jsonb reorders an object's keys (the representation's
+  order is part of its readability) and refuses ``\\u0000`` and lone surrogates,
+  which the API accepts as JSON; json keeps the text as written.
+* ``service_ids``: the sequence ids come from (CACHE 1: gaps after a unit of work
+  that failed, never a reuse); an import moves it past the ids it brings.
+* ``requests``: the records of idempotency keys (API.md 10.1), by key, with the
+  service whose document holds each (0: the store's own document, as in the file
+  engine), written in the unit of work that writes the document.
+* ``counters``: how many services and bytes there are, and how many bytes old
+  versions and removed services took since the last compaction, in a few rows
+  that writers pick by backend pid (one row would serialize every write), so that
+  ``count``, ``stats`` and ``reclaim`` need no scan of ``services``.
+* ``jobs``: when each periodic job was last done; ``schema_version``.
+
+Each method is one transaction (READ COMMITTED). Writers serialize per service
+with ``SELECT … FOR UPDATE``; an idempotency key, a customer id or a contact key
+(find-or-create) and the id sequence (against an import) with transaction-scoped
+advisory locks, always taken in that order before any row lock. Readers never
+wait for writers. Every wait is bounded by ``[storage] lock_timeout`` (the lock,
+and a connection from the pool), after which the call raises ``StoreBusy``.
+
+The pool is made lazily in the process that uses it (a gunicorn worker, after the
+fork: psycopg-pool does not survive one, psycopg/psycopg#395) and shared by the
+stores (tenants) of that process.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import threading
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg
+from psycopg import errors as pgerrors
+from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict
+from psycopg_pool import ConnectionPool, PoolTimeout
+
+from ..errors import Conflict, NotFound, StoreBusy, StoreCorrupt, StoreFailure, TooLarge
+from .base import (
+    MAX_SERVICE_ID,
+    ON_CONFLICT,
+    Doc,
+    Progress,
+    Recorded,
+    RequestKey,
+    Selection,
+    StoreStats,
+    T,
+)
+from .logfile import LogFile, verify_copy, write_copy
+from .records import REQUESTS, STORE_DOC, decode, encode, encode_store_doc, index_keys
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+SHARDS = 16  # rows of the counters table
+_SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
+
+
+def check_schema_name(name: str) -> str:
+    """A schema name the engine accepts: lower-case letters, digits and ``_``, not
+    starting with a digit, at most 63 characters (PostgreSQL's limit), so that it
+    needs no quoting anywhere (psql, pg_dump -n). Raises ValueError."""
+    if not _SCHEMA_NAME.fullmatch(name) or name.startswith("pg_"):
+        raise ValueError(f"{name!r} is not a schema name: lower-case letters, digits and _, "
+                         "at most 63, not starting with a digit or pg_")
+    return name
+
+
+def check_dsn(dsn: str) -> None:
+    """Raise ValueError when ``dsn`` is not a libpq connection string. The message
+    never repeats the string: it may hold a password."""
+    try:
+        conninfo_to_dict(dsn)
+    except psycopg.ProgrammingError:
+        raise ValueError("not a libpq connection string (key=value pairs, or a "
+                         "postgresql:// URI)") from None
+
+
+def _secrets(dsn: str) -> list[str]:
+    found = [os.environ.get("PGPASSWORD", "")]
+    try:
+        found.append(str(conninfo_to_dict(dsn).get("password") or ""))
+    except psycopg.ProgrammingError:
+        pass
+    return [s for s in found if s]
+
+
+def scrub(message: str, dsn: str) -> str:
+    """``message`` (libpq's, psycopg's) in one line, with any password in it masked."""
+    for secret in _secrets(dsn):
+        message = message.replace(secret, "***")
+    return " ".join(message.split())
+
+
+# ------------------------------------------------------------------ schema
+def _migrations(s: sql.Identifier) -> list[list[sql.Composable]]:
+    """The schema, one list of statements per version: version N is the first N."""
+    q = sql.SQL
+    return [[
+        q("CREATE SEQUENCE {}.service_ids AS bigint MINVALUE 1 MAXVALUE {} CACHE 1 NO CYCLE"
+          ).format(s, sql.Literal(MAX_SERVICE_ID)),
+        q("""CREATE TABLE {}.services (
+               id bigint PRIMARY KEY,
+               doc json NOT NULL,
+               bytes integer NOT NULL,
+               stale bigint NOT NULL DEFAULT 0,
+               customer_id text,
+               contact_key text,
+               due text COLLATE "C",
+               started text COLLATE "C",
+               completed text COLLATE "C",
+               service_type text)""").format(s),
+        q("CREATE INDEX services_customer ON {}.services (customer_id, id) "
+          "WHERE customer_id IS NOT NULL").format(s),
+        q("CREATE INDEX services_anonymous ON {}.services (contact_key, id) "
+          "WHERE customer_id IS NULL AND contact_key IS NOT NULL").format(s),
+        q("CREATE INDEX services_due ON {}.services (due, id) WHERE due IS NOT NULL").format(s),
+        q("""CREATE TABLE {}.requests (
+               key text COLLATE "C" PRIMARY KEY,
+               service_id bigint NOT NULL,
+               record json NOT NULL,
+               until text COLLATE "C" NOT NULL)""").format(s),
+        q("CREATE INDEX requests_service ON {}.requests (service_id)").format(s),
+        q("""CREATE TABLE {}.counters (
+               shard smallint PRIMARY KEY,
+               services bigint NOT NULL DEFAULT 0,
+               bytes bigint NOT NULL DEFAULT 0,
+               garbage bigint NOT NULL DEFAULT 0)""").format(s),
+        q("INSERT INTO {}.counters (shard) SELECT generate_series(0, {})"
+          ).format(s, sql.Literal(SHARDS - 1)),
+        q("CREATE TABLE {}.jobs (name text PRIMARY KEY, done_at timestamptz NOT NULL)"
+          ).format(s),
+    ]]
+
+
+def upgrade(conn: psycopg.Connection, schema: str) -> tuple[int, int]:
+    """Create the schema, or bring it to :data:`SCHEMA_VERSION`, in one transaction
+    (servers starting together wait for each other). Returns (version before,
+    version now). Raises StoreFailure when the schema is newer than this code."""
+    s = sql.Identifier(schema)
+    current = schema_version(conn, schema)
+    if current == SCHEMA_VERSION:  # the usual case: nothing written (a read-only role
+        return current, current    # or standby may open the store)
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))",
+                     (f"contextsvc\x1fschema\x1f{schema}",))
+        conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(s))
+        conn.execute(sql.SQL("CREATE TABLE IF NOT EXISTS {}.schema_version "
+                             "(version integer NOT NULL)").format(s))
+        row = conn.execute(sql.SQL("SELECT max(version) FROM {}.schema_version").format(s)
+                           ).fetchone()
+        before = row[0] if row and row[0] is not None else 0
+        if before > SCHEMA_VERSION:
+            raise StoreFailure(f"schema {schema} is at version {before}, newer than this "
+                               f"contextsvc knows ({SCHEMA_VERSION}): upgrade contextsvc")
+        for statements in _migrations(s)[before:]:
+            for statement in statements:
+                conn.execute(statement)
+        if before < SCHEMA_VERSION:
+            conn.execute(sql.SQL("DELETE FROM {}.schema_version").format(s))
+            conn.execute(sql.SQL("INSERT INTO {}.schema_version VALUES (%s)").format(s),
+                         (SCHEMA_VERSION,))
+    return before, SCHEMA_VERSION
+
+
+def schema_version(conn: psycopg.Connection, schema: str) -> int:
+    """The version of ``schema``, 0 when it has none (reads only)."""
+    row = conn.execute("SELECT to_regclass(%s)", (f"{schema}.schema_version",)).fetchone()
+    if row is None or row[0] is None:
+        return 0
+    row = conn.execute(sql.SQL("SELECT max(version) FROM {}.schema_version").format(
+        sql.Identifier(schema))).fetchone()
+    return row[0] if row and row[0] is not None else 0
+
+
+# ------------------------------------------------------------------ errors
+# SQLSTATE classes and codes -> busy (retry soon) or failing (nothing changed)
+_BUSY = (pgerrors.LockNotAvailable, pgerrors.QueryCanceled, pgerrors.SerializationFailure,
+         pgerrors.DeadlockDetected, pgerrors.TooManyConnections, pgerrors.CannotConnectNow)
+# after these the connection is not worth keeping: a standby, a server going away
+# (lock and statement timeouts are OperationalErrors too, but the connection is fine)
+_DISCARD = (pgerrors.ReadOnlySqlTransaction, pgerrors.AdminShutdown, pgerrors.CrashShutdown,
+            pgerrors.IdleInTransactionSessionTimeout, psycopg.OperationalError)
+
+
+class _Settings:
+    def __init__(self, dsn: str, pool_min: int, pool_max: int, lock_timeout: float,
+                 statement_timeout: float):
+        self.dsn, self.pool_min, self.pool_max = dsn, pool_min, pool_max
+        self.lock_timeout, self.statement_timeout = lock_timeout, statement_timeout
+
+    def key(self) -> tuple[Any, ...]:
+        return (self.dsn, self.pool_min, self.pool_max, self.lock_timeout,
+                self.statement_timeout)
+
+    def configure(self, conn: psycopg.Connection) -> None:
+        """Each new connection's session settings: bounded waits for locks and
+        statements, and a transaction left open by a stuck worker ends (its row
+        locks with it) instead of holding up the others."""
+        ms = [f"{int(self.lock_timeout * 1000)}ms", f"{int(self.statement_timeout * 1000)}ms",
+              f"{int(max(self.lock_timeout, self.statement_timeout) * 2000)}ms"]
+        conn.execute("SELECT set_config('lock_timeout', %s, false), "
+                     "set_config('statement_timeout', %s, false), "
+                     "set_config('idle_in_transaction_session_timeout', %s, false)", ms)
+
+
+@dataclass
+class _Shared:
+    """What the stores of one process share for one database: the pool, the
+    connection that holds the periodic jobs' advisory locks, and which jobs this
+    process runs (a session's advisory locks are re-entrant: threads of one
+    process must not both get one)."""
+
+    pid: int
+    pool: ConnectionPool
+    users: int = 0
+    jobs_conn: psycopg.Connection | None = None
+    jobs_lock: threading.Lock = field(default_factory=threading.Lock)
+    running: set[str] = field(default_factory=set)
+
+
+_shared: dict[tuple[Any, ...], _Shared] = {}
+_shared_lock = threading.Lock()
+
+
+def _acquire(settings: _Settings) -> _Shared:
+    """The process's pool for these settings, made here (after any fork) on first use.
+    A pool inherited from the parent process is left alone, not closed: its sockets
+    are the parent's."""
+    with _shared_lock:
+        shared = _shared.get(settings.key())
+        if shared is None or shared.pid != os.getpid():
+            pool = ConnectionPool(
+                settings.dsn, min_size=settings.pool_min, max_size=settings.pool_max,
+                kwargs={"autocommit": True}, configure=settings.configure,
+                check=ConnectionPool.check_connection, timeout=settings.lock_timeout,
+                name="contextsvc", open=False)
+            shared = _shared[settings.key()] = _Shared(os.getpid(), pool)
+            # open=False then open(wait=False): connecting happens in the background
+            # and a database that is down now does not stop the process
+            pool.open(wait=False)
+        shared.users += 1
+        return shared
+
+
+def _release(settings: _Settings, shared: _Shared) -> None:
+    with _shared_lock:
+        shared.users -= 1
+        if shared.users > 0 or shared.pid != os.getpid():
+            return
+        if _shared.get(settings.key()) is shared:
+            del _shared[settings.key()]
+    if shared.jobs_conn is not None:
+        shared.jobs_conn.close()
+    shared.pool.close()
+
+
+# ------------------------------------------------------------------ the store
+def _col(value: str) -> str:
+    """``value`` as a text column holds it: PostgreSQL's text cannot hold NUL, which a
+    JSON string can. Not one-to-one (U+FFFD stands for NUL too): a lookup by a value
+    holding either checks the documents it finds (see :func:`_exact`)."""
+    return value.replace("\x00", "\ufffd") if "\x00" in value else value
+
+
+def _text(value: Any) -> str | None:
+    return _col(value) if isinstance(value, str) else None
+
+
+def _stamp(event: Any) -> str | None:
+    return _text(event.get("timestamp")) if isinstance(event, dict) else None
+
+
+def _records(doc: Doc) -> dict[str, str]:
+    """The request records of ``doc`` as JSON text, to tell which changed."""
+    records = doc.get(REQUESTS)
+    if not isinstance(records, dict):
+        return {}
+    return {key: json.dumps(rec, ensure_ascii=True, separators=(",", ":"))
+            for key, rec in records.items()}
+
+
+class _Rows:
+    """A selection's reader: the documents were read when they were chosen."""
+
+    def read(self, loc: Any) -> Doc:
+        return decode(loc.encode())
+
+    def close(self) -> None:
+        pass
+
+
+class _Unit:
+    """One transaction's writes, and what they change in the counters."""
+
+    def __init__(self, store: PostgresStore, conn: psycopg.Connection):
+        self.store, self.conn, self.t = store, conn, store._t
+        self.services = self.bytes = self.garbage = 0
+
+    def body(self, sid: int, doc: Doc) -> str:
+        body = encode(doc).decode("ascii")
+        limit = self.store.max_service_bytes
+        if len(body) > limit:
+            raise TooLarge(f"Service {sid} would take {len(body)} bytes, more than the limit "
+                           f"of {limit} ([limits] max_service_bytes); nothing was changed")
+        return body
+
+    def columns(self, doc: Doc) -> tuple[Any, ...]:
+        customer_id, contact_key, due, _ = index_keys(doc)
+        service_type = doc.get("service_type")
+        return (_text(customer_id), _text(contact_key), _text(due), _stamp(doc.get("started")),
+                _stamp(doc.get("completed")),
+                None if service_type is None or isinstance(service_type, (dict, list))
+                else str(service_type))
+
+    def insert(self, sid: int, doc: Doc) -> None:
+        body = self.body(sid, doc)
+        self.conn.execute(self.t["insert"], (sid, body, len(body), *self.columns(doc)))
+        self.requests(sid, {}, doc)
+        self.services += 1
+        self.bytes += len(body)
+
+    def update(self, sid: int, doc: Doc, old: dict[str, str], old_bytes: int) -> None:
+        body = self.body(sid, doc)
+        self.conn.execute(self.t["update"], (body, len(body), old_bytes, *self.columns(doc), sid))
+        self.requests(sid, old, doc)
+        self.bytes += len(body) - old_bytes
+        self.garbage += old_bytes
+
+    def delete(self, sid: int, old_bytes: int) -> None:
+        self.conn.execute(self.t["delete"], (sid,))
+        self.conn.execute(self.t["drop_requests"], (sid,))
+        self.services -= 1
+        self.bytes -= old_bytes
+        self.garbage += old_bytes
+
+    def requests(self, sid: int, old: dict[str, str], doc: Doc) -> None:
+        """Index the document's request records: the latest write of a key wins, as
+        in the file engine (a key is recorded only when it has no live record, and
+        every write of a document first drops its expired ones)."""
+        new = _records(doc)
+        gone = [key for key in old if key not in new]
+        if gone:
+            self.conn.execute(self.t["drop_keys"], (gone, sid))
+        changed = [(key, sid, text, str(doc[REQUESTS][key].get("until", "")))
+                   for key, text in new.items() if old.get(key) != text]
+        if changed:
+            with self.conn.cursor() as cur:
+                cur.executemany(self.t["put_request"], changed)
+
+    def finish(self) -> None:
+        if self.services or self.bytes or self.garbage:
+            self.conn.execute(self.t["count"], (self.services, self.bytes, self.garbage, SHARDS))
+
+
+class PostgresStore:
+    engine_name = "postgresql"
+
+    def __init__(self, dsn: str, schema: str = "contextsvc", *, pool_min: int = 1,
+                 pool_max: int = 10, lock_timeout: float = 10.0,
+                 statement_timeout: float = 30.0, compact_min_bytes: int = 16 << 20,
+                 compact_ratio: float = 2.0, max_service_bytes: int = 16 << 20,
+                 setup: bool = True):
+        self.schema = check_schema_name(schema)
+        self.settings = _Settings(dsn, pool_min, pool_max, lock_timeout, statement_timeout)
+        self.compact_min_bytes, self.compact_ratio = compact_min_bytes, compact_ratio
+        self.max_service_bytes = max_service_bytes
+        self._t = _statements(sql.Identifier(schema))
+        self._shared: _Shared | None = None
+        self._pid = 0
+        self._ready = not setup  # whether the schema is known to be there
+        self._lock = threading.Lock()
+        if setup:
+            try:
+                self._setup()
+            except StoreFailure as exc:
+                # a database down now must not stop the process (gunicorn stops its
+                # master when a worker fails to boot): requests answer 503 until it is up
+                log.warning("the database cannot be used now (%s); requests answer 503 "
+                            "until it can", exc.message)
+
+    def __repr__(self) -> str:
+        return f"<PostgresStore schema={self.schema}>"
+
+    # ----------------------------------------------------------------- connections
+    def _pool(self) -> ConnectionPool:
+        shared = self._shared
+        if shared is None or self._pid != os.getpid():
+            with self._lock:
+                if self._shared is None or self._pid != os.getpid():
+                    self._shared = _acquire(self.settings)
+                    self._pid = os.getpid()
+                shared = self._shared
+        return shared.pool
+
+    def describe(self) -> str:
+        """Where the store is, for people: host, port, database and schema (never the
+        user's password)."""
+        try:
+            info = conninfo_to_dict(self.settings.dsn)
+        except psycopg.ProgrammingError:
+            info = {}
+        host = info.get("host") or os.environ.get("PGHOST") or "localhost"
+        port = info.get("port") or os.environ.get("PGPORT") or "5432"
+        dbname = info.get("dbname") or os.environ.get("PGDATABASE") or "(default database)"
+        return f"postgresql {host} port {port} database {dbname} schema {self.schema}"
+
+    def upgrade(self) -> tuple[int, int]:
+        """Connect now (not through the pool, so that libpq's reason is reported when
+        it fails) and create or upgrade the schema: returns (version before, version
+        now). Raises StoreFailure."""
+        try:
+            with psycopg.connect(self.settings.dsn, autocommit=True,
+                                 connect_timeout=max(2, int(self.settings.lock_timeout))
+                                 ) as conn:
+                self.settings.configure(conn)
+                done = upgrade(conn, self.schema)
+        except psycopg.Error as exc:
+            raise self._mapped(exc) from None
+        self._ready = True
+        return done
+
+    def _setup(self) -> None:
+        with self._connection() as conn:
+            before, now = upgrade(conn, self.schema)
+        if before != now:
+            log.info("schema %s: version %d (was %d)", self.schema, now, before)
+        self._ready = True
+
+    @contextmanager
+    def _connection(self) -> Iterator[psycopg.Connection]:
+        """A connection of the pool, for one unit of work; psycopg's errors become the
+        domain's. A connection that failed in a way that may last (a standby, a
+        server going away) is closed, so that the pool replaces it."""
+        try:
+            with self._pool().connection(timeout=self.settings.lock_timeout) as conn:
+                try:
+                    yield conn
+                except _DISCARD as exc:
+                    if not isinstance(exc, _BUSY):
+                        conn.close()
+                    raise
+        except PoolTimeout:
+            raise StoreBusy(f"No database connection within {self.settings.lock_timeout:g} s "
+                            "([storage] lock_timeout): all in use, or the database cannot be "
+                            "reached") from None
+        except psycopg.Error as exc:
+            raise self._mapped(exc) from None
+
+    def _mapped(self, exc: psycopg.Error, committing: bool = False) -> Exception:
+        message = scrub(str(exc) or type(exc).__name__, self.settings.dsn)
+        if (committing and isinstance(exc, psycopg.OperationalError)
+                and not isinstance(exc, _BUSY)):
+            return StoreFailure("The connection to the database was lost while the write was "
+                                f"being committed: it may or may not have been made ({message})")
+        if isinstance(exc, _BUSY):
+            return StoreBusy(f"The database is busy: {message}")
+        if isinstance(exc, pgerrors.ReadOnlySqlTransaction):
+            return StoreFailure(f"The database is read-only (a standby?): {message}; nothing "
+                                "was changed")
+        if isinstance(exc, (psycopg.OperationalError, pgerrors.InsufficientResources)):
+            return StoreFailure(f"The database cannot be used: {message}; nothing was changed")
+        log.error("database error: %s", message)
+        return StoreFailure(f"The database failed: {message}; nothing was changed")
+
+    @contextmanager
+    def _unit(self, write: bool = True, snapshot: bool = False
+              ) -> Iterator[psycopg.Connection]:
+        """One transaction. A connection lost during COMMIT leaves its outcome unknown:
+        that is reported (StoreFailure, 503), never retried here."""
+        with self._connection() as conn:
+            if not self._ready:
+                self._setup_on(conn)
+            conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY" if snapshot
+                         else "BEGIN" if write else "BEGIN READ ONLY")
+            committing = False
+            try:
+                yield conn
+                committing = True
+                conn.execute("COMMIT")
+            except BaseException as exc:
+                if not committing and not conn.closed:
+                    try:
+                        conn.execute("ROLLBACK")
+                    except psycopg.Error:
+                        conn.close()
+                if isinstance(exc, psycopg.Error):
+                    if isinstance(exc, _DISCARD) and not isinstance(exc, _BUSY):
+                        conn.close()
+                    raise self._mapped(exc, committing) from None
+                raise
+
+    def _setup_on(self, conn: psycopg.Connection) -> None:
+        upgrade(conn, self.schema)
+        self._ready = True
+
+    def _one(self, query: sql.Composable, params: Sequence[Any] = ()) -> Any:
+        """The first row of a single read, outside any transaction."""
+        with self._connection() as conn:
+            if not self._ready:
+                self._setup_on(conn)
+            return conn.execute(query, params).fetchone()
+
+    # ----------------------------------------------------------------- reading
+    def get_service(self, sid: int) -> Doc:
+        row = self._one(self._t["get"], (sid,))
+        if row is None:
+            raise NotFound(f"There is no service {sid}")
+        return decode(row[0].encode())
+
+    def _select(self, query: sql.Composable, params: Sequence[Any]) -> Selection:
+        with self._connection() as conn:
+            if not self._ready:
+                self._setup_on(conn)
+            rows = conn.execute(query, params).fetchall()
+        return Selection(_Rows(), [(sid, body) for sid, body in rows],
+                         (len(body) for _, body in rows))
+
+    def customer_services(self, customer_id: str) -> Selection:
+        return self._exact(self._select(self._t["by_customer"], (_col(customer_id),)),
+                           customer_id, lambda doc: doc.get("customer_id") == customer_id)
+
+    def anonymous_services(self, contact_key: str) -> Selection:
+        return self._exact(self._select(self._t["anonymous"], (_col(contact_key),)),
+                           contact_key, lambda doc: doc.get("contact_key") == contact_key)
+
+    @staticmethod
+    def _exact(selection: Selection, value: str, owns: Callable[[Doc], bool]) -> Selection:
+        if "\ufffd" not in _col(value):
+            return selection
+        rows = [(sid, loc) for sid, loc in selection.rows if owns(selection.read(loc))]
+        return Selection(_Rows(), rows, (len(loc) for _, loc in rows))
+
+    def scan(self, after: int = 0, limit: int | None = None,
+             due_by: str | None = None) -> Selection:
+        if due_by is None:
+            return self._select(self._t["scan"], (after, limit))
+        due_by = _col(due_by)
+        return self._select(self._t["scan_due"], (after, due_by, limit))
+
+    def count(self) -> int:
+        return int(self._one(self._t["totals"])[0])
+
+    def last_id(self) -> int:
+        return int(self._one(self._t["last_id"])[0])
+
+    def find_request(self, key: RequestKey) -> Doc | None:
+        row = self._one(self._t["get_request"], (key.name, key.now))
+        return None if row is None else json.loads(row[0])
+
+    def _check(self, conn: psycopg.Connection, key: RequestKey | None) -> None:
+        """Take the key's lock for the rest of the transaction, and raise Recorded when
+        it has a live record: a second request with the key waits for the first's
+        write, then finds its record."""
+        if key is None:
+            return
+        self._lock_on(conn, "key", key.name)
+        row = conn.execute(self._t["get_request"], (key.name, key.now)).fetchone()
+        if row is not None:
+            raise Recorded(json.loads(row[0]))
+
+    # ----------------------------------------------------------------- writing
+    def _lock_name(self, kind: str, name: str) -> str:
+        return _col(f"{self.schema}\x1f{kind}\x1f{name}")
+
+    def _lock_on(self, conn: psycopg.Connection, kind: str, name: str) -> None:
+        """A lock on ``name`` until the end of the transaction (hash collisions only
+        make two unrelated callers take turns)."""
+        conn.execute(self._t["lock"], (self._lock_name(kind, name),))
+
+    def _new_ids(self, conn: psycopg.Connection, n: int) -> list[int]:
+        if n == 0:
+            return []
+        # shared: an import (exclusive) moves the sequence only when no one draws from it
+        conn.execute(self._t["lock_shared"], (self._lock_name("ids", ""),))
+        try:
+            rows = conn.execute(self._t["next_ids"], (n,)).fetchall()
+        except pgerrors.SequenceGeneratorLimitExceeded:
+            raise StoreFailure("No service ids are left below 2^53") from None
+        return sorted(row[0] for row in rows)
+
+    def create_service(self, build: Callable[[int], Doc], key: RequestKey | None = None
+                       ) -> Doc:
+        return self.create_services([build], key)[0]
+
+    def create_services(self, builds: Iterable[Callable[[int], Doc]],
+                        key: RequestKey | None = None) -> list[Doc]:
+        builds = list(builds)
+        with self._unit() as conn:
+            self._check(conn, key)
+            unit = _Unit(self, conn)
+            docs = []
+            for sid, build in zip(self._new_ids(conn, len(builds)), builds, strict=True):
+                doc = build(sid)
+                unit.insert(sid, doc)
+                docs.append(doc)
+            unit.finish()
+        return docs
+
+    def _locked(self, conn: psycopg.Connection, sid: int) -> tuple[Doc, int]:
+        row = conn.execute(self._t["get_locked"], (sid,)).fetchone()
+        if row is None:
+            raise NotFound(f"There is no service {sid}")
+        return decode(row[0].encode()), row[1]
+
+    def update_service(self, sid: int, change: Callable[[Doc], T],
+                       key: RequestKey | None = None) -> tuple[T, Doc]:
+        with self._unit() as conn:
+            self._check(conn, key)
+            doc, size = self._locked(conn, sid)
+            old = _records(doc)
+            result = change(doc)
+            unit = _Unit(self, conn)
+            unit.update(sid, doc, old, size)
+            unit.finish()
+        return result, doc
+
+    def find_or_create(self, wanted: Sequence[tuple[str | None, str | None]],
+                       choose: Callable[[int, list[Doc]], Doc | None],
+                       build: Callable[[int, int], Doc],
+                       change: Callable[[int, Doc, bool], T],
+                       key: RequestKey | None = None) -> list[tuple[T, Doc, bool]]:
+        customers = sorted({c for c, _ in wanted if c is not None})
+        contacts = sorted({k or "" for c, k in wanted if c is None})
+        with self._unit() as conn:
+            self._check(conn, key)
+            # two callers on the same customer (or contact key) take turns here, on any
+            # app server: the second sees the service the first made
+            for c in customers:
+                self._lock_on(conn, "customer", c)
+            for k in contacts:
+                self._lock_on(conn, "anonymous", k)
+            here: dict[int, Doc] = {}  # read or made in this unit, as changed so far
+            before: dict[int, tuple[dict[str, str], int]] = {}  # records and size as read
+            for sid, body, size in conn.execute(
+                    self._t["owned_locked"],
+                    ([_col(c) for c in customers], [_col(k) for k in contacts])).fetchall():
+                here[sid] = decode(body.encode())
+                before[sid] = (_records(here[sid]), size)
+            made: list[int] = []
+            chosen: set[int] = set()
+            out = []
+            for i, (customer_id, contact_key) in enumerate(wanted):
+                docs = [here[sid] for sid in sorted(here)
+                        if _owned(here[sid], customer_id, contact_key)]
+                doc = choose(i, docs)
+                created = doc is None
+                if doc is None:
+                    sid = self._new_ids(conn, 1)[0]
+                    doc = here[sid] = build(i, sid)
+                    made.append(sid)
+                out.append((change(i, doc, created), doc, created))
+                chosen.add(doc["service_id"])
+            unit = _Unit(self, conn)
+            for sid in sorted(chosen):
+                if sid in made:
+                    unit.insert(sid, here[sid])
+                else:
+                    unit.update(sid, here[sid], *before[sid])
+            unit.finish()
+        return out
+
+    def put_request(self, key: RequestKey, record: Doc | None,
+                    unless: Callable[[Doc], bool] | None = None) -> None:
+        with self._unit() as conn:
+            self._lock_on(conn, "key", key.name)
+            row = conn.execute(self._t["get_request"], (key.name, key.now)).fetchone()
+            if row is not None and unless is not None:
+                current = json.loads(row[0])
+                if unless(current):
+                    raise Recorded(current)
+            conn.execute(self._t["drop_expired_own"], (key.now,))
+            if record is None:
+                conn.execute(self._t["drop_own"], (key.name,))
+            else:
+                conn.execute(self._t["put_request"],
+                             (key.name, STORE_DOC, json.dumps(record, ensure_ascii=True),
+                              str(record.get("until", ""))))
+
+    def delete_service(self, sid: int) -> None:
+        with self._unit() as conn:
+            _, size = self._locked(conn, sid)
+            unit = _Unit(self, conn)
+            unit.delete(sid, size)
+            unit.finish()
+
+    def rewrite_services(self, sids: Iterable[int], change: Callable[[Doc], bool | None]
+                         ) -> tuple[int, int]:
+        sids = list(dict.fromkeys(sids))
+        written = deleted = 0
+        with self._unit() as conn:
+            rows = {sid: (body, size) for sid, body, size in
+                    conn.execute(self._t["many_locked"], (sids,)).fetchall()}
+            unit = _Unit(self, conn)
+            for sid in sids:
+                if sid not in rows:
+                    continue
+                doc, size = decode(rows[sid][0].encode()), rows[sid][1]
+                old = _records(doc)
+                verdict = change(doc)
+                if verdict is None:
+                    unit.delete(sid, size)
+                    deleted += 1
+                elif verdict:
+                    unit.update(sid, doc, old, size)
+                    written += 1
+            unit.finish()
+        return written, deleted
+
+    def put_services(self, docs: Iterable[Doc], on_conflict: str = "fail") -> int:
+        if on_conflict not in ON_CONFLICT:
+            raise ValueError(f"on_conflict: one of {', '.join(ON_CONFLICT)}")
+        docs = list(docs)
+        for doc in docs:
+            sid = doc.get("service_id")
+            if isinstance(sid, bool) or not isinstance(sid, int) or not 0 < sid <= MAX_SERVICE_ID:
+                raise ValueError(f"service_id {sid!r} is not an id from 1 to 2^53 - 1")
+        if not docs:
+            return 0
+        with self._unit() as conn:
+            # no one draws an id while the sequence is moved past the imported ones
+            conn.execute(self._t["lock_exclusive"], (self._lock_name("ids", ""),))
+            ids = [doc["service_id"] for doc in docs]
+            existing = {sid: (body, size) for sid, body, size in
+                        conn.execute(self._t["many_locked"], (ids,)).fetchall()}
+            if existing and on_conflict == "fail":
+                first = next(sid for sid in ids if sid in existing)
+                raise Conflict(f"Service {first} exists"
+                               + (f" (and {len(existing) - 1} more)" if len(existing) > 1
+                                  else "") + "; nothing was imported")
+            if on_conflict == "skip":
+                docs = [doc for doc in docs if doc["service_id"] not in existing]
+            unit = _Unit(self, conn)
+            for doc in docs:
+                sid = doc["service_id"]
+                if sid in existing:
+                    body, size = existing[sid]
+                    unit.update(sid, doc, _records(decode(body.encode())), size)
+                else:
+                    unit.insert(sid, doc)
+                    existing[sid] = (encode(doc).decode("ascii"), 0)
+            unit.finish()
+            conn.execute(self._t["move_ids"], (max(ids),) * 2)
+        return len(docs)
+
+    # ----------------------------------------------------------------- upkeep
+    @contextmanager
+    def periodic(self, name: str, every: float) -> Iterator[bool]:
+        """One process of the deployment at a time, by a session advisory lock held on
+        a connection of its own for the length of the job (the server drops it if
+        the process dies); when it was last done is in the ``jobs`` table."""
+        self._pool()
+        shared = self._shared
+        assert shared is not None
+        job = self._lock_name("job", name)
+        with shared.jobs_lock:
+            if job in shared.running:  # another thread of this process runs it
+                mine = False
+            else:
+                shared.running.add(job)
+                mine = True
+        if not mine:
+            yield False
+            return
+        try:
+            conn = self._jobs_connection(shared)
+            try:
+                locked = conn.execute(self._t["try_lock"], (job,)).fetchone()[0]
+            except psycopg.Error as exc:
+                raise self._mapped(exc) from None
+            if not locked:
+                yield False
+                return
+            try:
+                with self._unit(write=False) as tx:
+                    recent = tx.execute(self._t["job_recent"], (name, every)).fetchone()
+                if recent is not None:
+                    yield False
+                    return
+                yield True
+                with self._unit() as tx:
+                    tx.execute(self._t["job_done"], (name,))
+            finally:
+                try:
+                    conn.execute(self._t["unlock"], (job,))
+                except psycopg.Error:
+                    pass  # a connection that broke released its locks with it
+        finally:
+            with shared.jobs_lock:
+                shared.running.discard(job)
+
+    def _jobs_connection(self, shared: _Shared) -> psycopg.Connection:
+        with shared.jobs_lock:
+            conn = shared.jobs_conn
+            if conn is None or conn.closed or conn.broken:
+                try:
+                    conn = psycopg.connect(self.settings.dsn, autocommit=True,
+                                           connect_timeout=max(2, int(self.settings.lock_timeout)))
+                    self.settings.configure(conn)
+                except psycopg.Error as exc:
+                    raise self._mapped(exc) from None
+                shared.jobs_conn = conn
+            return conn
+
+    def _figures(self, conn: psycopg.Connection) -> tuple[int, int, int]:
+        services, live, garbage = conn.execute(self._t["totals"]).fetchone()
+        return int(services), int(live), int(garbage)
+
+    def compact(self, above: float | None = None) -> bool:
+        """Forget the bytes of old versions and removed services, and VACUUM the
+        tables (a plain VACUUM: it makes their space reusable and blocks no read or
+        write; the files keep their size, as VACUUM FULL would not). With
+        ``above``, only when they are more than ``above`` times the live data."""
+        with self._unit() as conn:
+            conn.execute(self._t["counters_locked"])
+            _, live, garbage = self._figures(conn)
+            if above is not None and live + garbage <= above * live:
+                return False
+            conn.execute(self._t["forget_garbage"])
+        self.vacuum()
+        return True
+
+    def vacuum(self) -> None:
+        """VACUUM (ANALYZE) the store's tables, with no statement timeout."""
+        with self._connection() as conn:
+            conn.execute("SET statement_timeout = 0")
+            try:
+                conn.execute(self._t["vacuum"])
+            finally:
+                conn.execute("RESET statement_timeout")
+
+    def reclaim(self) -> bool:
+        """Compact when old versions and removed services passed ``compact_min_bytes``
+        and ``compact_ratio`` times the live data since the last compaction
+        (PostgreSQL's autovacuum reclaims space meanwhile, by its own rules)."""
+        with self._unit(write=False) as conn:
+            _, live, garbage = self._figures(conn)
+        total = live + garbage
+        if total <= self.compact_min_bytes or total <= self.compact_ratio * live:
+            return False
+        try:
+            return self.compact(above=self.compact_ratio)
+        except StoreFailure as exc:
+            log.warning("compaction postponed: %s", exc.message)
+            return False
+
+    def stats(self) -> StoreStats:
+        with self._unit(write=False) as conn:
+            services, live, garbage = self._figures(conn)
+        return StoreStats(services, live + garbage, garbage)
+
+    def audit(self) -> tuple[StoreStats, list[str]]:
+        """``contextsvc check``: verify, writing nothing, that the schema is at this
+        code's version, that every row holds the document of its own id, and that the
+        counters agree with the rows; return the figures, and notes. Raises
+        StoreCorrupt naming what is wrong."""
+        with self._unit(snapshot=True) as conn:
+            version = schema_version(conn, self.schema)
+            if version != SCHEMA_VERSION:
+                raise StoreCorrupt(f"schema {self.schema} is at version {version}, not "
+                                   f"{SCHEMA_VERSION}: run contextsvc db upgrade")
+            wrong = conn.execute(self._t["audit_ids"]).fetchone()
+            if wrong is not None:
+                raise StoreCorrupt(f"schema {self.schema}: the row of service {wrong[0]} holds "
+                                   f"another document (service_id {wrong[1]})")
+            counted = conn.execute(self._t["audit_totals"]).fetchone()
+            services, live, garbage = self._figures(conn)
+            if (services, live) != (int(counted[0]), int(counted[1])):
+                raise StoreCorrupt(f"schema {self.schema}: the counters say {services} services "
+                                   f"of {live} bytes, the rows {counted[0]} of {counted[1]}")
+        return StoreStats(services, live + garbage, garbage), [
+            "PostgreSQL checks its own pages; this checked the schema version, each row's "
+            "document and the counters"]
+
+    def backup(self, dest: str, overwrite: bool = False,
+               progress: Progress | None = None) -> StoreStats:
+        """Write the store to ``dest`` as a data file of the file engine (see the
+        contract), read in one REPEATABLE READ snapshot: writers do not wait at all.
+        (For a backup of the database itself, use pg_dump.)"""
+
+        def fill(tmp: str) -> StoreStats:
+            with self._unit(snapshot=True) as conn:
+                last = int(conn.execute(self._t["last_id"]).fetchone()[0])
+                own = {key: json.loads(record) for key, record
+                       in conn.execute(self._t["own_requests"]).fetchall()}
+                head = [(STORE_DOC, encode_store_doc({REQUESTS: own}))] if own else []
+                with conn.cursor(name="contextsvc_backup") as cur:
+                    cur.itersize = 500
+                    cur.execute(self._t["all"])
+                    engine = LogFile(tmp)
+                    try:
+                        engine.rewrite(_chain(head, ((sid, body.encode()) for sid, body
+                                                     in cur)), last)
+                    finally:
+                        engine.close()
+            return verify_copy(tmp, progress)
+
+        return write_copy(dest, overwrite, fill)
+
+    def close(self) -> None:
+        with self._lock:
+            shared, self._shared = self._shared, None
+        if shared is not None and self._pid == os.getpid():
+            _release(self.settings, shared)
+
+
+def _chain(*parts: Iterable[Any]) -> Iterator[Any]:
+    for part in parts:
+        yield from part
+
+
+def _owned(doc: Doc, customer_id: str | None, contact_key: str | None) -> bool:
+    """Whether ``doc`` is among the customer's services (customer_id given) or the
+    anonymous services of contact_key, as the indexes would have it."""
+    if customer_id is not None:
+        return doc.get("customer_id") == customer_id
+    return doc.get("customer_id") is None and doc.get("contact_key") == (contact_key or "")
+
+
+def _statements(s: sql.Identifier) -> dict[str, sql.Composable]:
+    q = sql.SQL
+
+    def f(text: str) -> sql.Composable:
+        return q(text).format(s=s)
+
+    return {
+        "get": f("SELECT doc::text FROM {s}.services WHERE id = %s"),
+        "get_locked": f("SELECT doc::text, bytes FROM {s}.services WHERE id = %s FOR UPDATE"),
+        "many_locked": f("SELECT id, doc::text, bytes FROM {s}.services WHERE id = ANY(%s) "
+                         "ORDER BY id FOR UPDATE"),
+        "owned_locked": f("SELECT id, doc::text, bytes FROM {s}.services "
+                          "WHERE customer_id = ANY(%s) OR (customer_id IS NULL AND "
+                          "contact_key = ANY(%s)) ORDER BY id FOR UPDATE"),
+        "by_customer": f("SELECT id, doc::text FROM {s}.services WHERE customer_id = %s "
+                         "ORDER BY id"),
+        "anonymous": f("SELECT id, doc::text FROM {s}.services WHERE customer_id IS NULL "
+                       "AND contact_key = %s ORDER BY id"),
+        "scan": f("SELECT id, doc::text FROM {s}.services WHERE id > %s ORDER BY id LIMIT %s"),
+        "scan_due": f("SELECT id, doc::text FROM {s}.services WHERE id > %s AND due IS NOT NULL "
+                      "AND due <= %s ORDER BY id LIMIT %s"),
+        "all": f("SELECT id, doc::text FROM {s}.services ORDER BY id"),
+        "insert": f("INSERT INTO {s}.services (id, doc, bytes, customer_id, contact_key, due, "
+                    "started, completed, service_type) "
+                    "VALUES (%s, %s::json, %s, %s, %s, %s, %s, %s, %s)"),
+        "update": f("UPDATE {s}.services SET doc = %s::json, bytes = %s, stale = stale + %s, "
+                    "customer_id = %s, contact_key = %s, due = %s, started = %s, "
+                    "completed = %s, service_type = %s WHERE id = %s"),
+        "delete": f("DELETE FROM {s}.services WHERE id = %s"),
+        "get_request": f("SELECT record::text FROM {s}.requests WHERE key = %s AND until > %s"),
+        "put_request": f("INSERT INTO {s}.requests (key, service_id, record, until) "
+                         "VALUES (%s, %s, %s::json, %s) ON CONFLICT (key) DO UPDATE SET "
+                         "service_id = EXCLUDED.service_id, record = EXCLUDED.record, "
+                         "until = EXCLUDED.until"),
+        "drop_keys": f("DELETE FROM {s}.requests WHERE key = ANY(%s) AND service_id = %s"),
+        "drop_requests": f("DELETE FROM {s}.requests WHERE service_id = %s"),
+        "drop_own": f("DELETE FROM {s}.requests WHERE key = %s AND service_id = 0"),
+        "drop_expired_own": f("DELETE FROM {s}.requests WHERE service_id = 0 AND until <= %s"),
+        "own_requests": f("SELECT key, record::text FROM {s}.requests WHERE service_id = 0 "
+                          "ORDER BY key"),
+        "count": f("UPDATE {s}.counters SET services = services + %s, bytes = bytes + %s, "
+                   "garbage = garbage + %s WHERE shard = pg_backend_pid() %% %s"),
+        "totals": f("SELECT coalesce(sum(services), 0), coalesce(sum(bytes), 0), "
+                    "coalesce(sum(garbage), 0) FROM {s}.counters"),
+        "counters_locked": f("SELECT shard FROM {s}.counters ORDER BY shard FOR UPDATE"),
+        "forget_garbage": f("UPDATE {s}.counters SET garbage = 0 WHERE garbage <> 0"),
+        "last_id": f("SELECT CASE WHEN is_called THEN last_value ELSE 0 END "
+                     "FROM {s}.service_ids"),
+        "next_ids": q("SELECT nextval({}) FROM generate_series(1, %s)").format(
+            sql.Literal(f"{s.as_string(None)}.service_ids")),
+        "move_ids": q("SELECT setval({seq}, %s) WHERE %s > (SELECT CASE WHEN is_called THEN "
+                      "last_value ELSE 0 END FROM {s}.service_ids)").format(
+            seq=sql.Literal(f"{s.as_string(None)}.service_ids"), s=s),
+        "lock": q("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))"),
+        "lock_shared": q("SELECT pg_advisory_xact_lock_shared(hashtextextended(%s, 0))"),
+        "lock_exclusive": q("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))"),
+        "try_lock": q("SELECT pg_try_advisory_lock(hashtextextended(%s, 0))"),
+        "unlock": q("SELECT pg_advisory_unlock(hashtextextended(%s, 0))"),
+        "job_recent": f("SELECT 1 FROM {s}.jobs WHERE name = %s "
+                        "AND done_at > clock_timestamp() - make_interval(secs => %s)"),
+        "job_done": f("INSERT INTO {s}.jobs (name, done_at) VALUES (%s, clock_timestamp()) "
+                      "ON CONFLICT (name) DO UPDATE SET done_at = EXCLUDED.done_at"),
+        "vacuum": f("VACUUM (ANALYZE) {s}.services, {s}.requests, {s}.counters, {s}.jobs"),
+        "audit_ids": f("SELECT id, doc->>'service_id' FROM {s}.services "
+                       "WHERE (doc->>'service_id') IS DISTINCT FROM id::text LIMIT 1"),
+        "audit_totals": f("SELECT count(*), coalesce(sum(bytes), 0) FROM {s}.services"),
+    }
