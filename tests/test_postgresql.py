@@ -301,3 +301,45 @@ def test_two_app_servers_on_one_database_lose_and_duplicate_no_write(pg_cluster,
     finally:
         for server in servers:
             server.stop()
+
+
+# ------------------------------------------------------------------ tenants
+def test_tenants_each_have_a_schema_of_their_own(pg_cluster, tmp_path):
+    """API.md 8.2 on this engine: one schema per tenant, ids per tenant, nothing of
+    one tenant in the other's answers, the command on the tenant it names, and
+    ``db upgrade`` on every tenant's schema."""
+    acme, globex = pgcluster.fresh_schema(), pgcluster.fresh_schema()
+    tenants = {"acme": acme, "globex": globex, "globex.id": "7", "default": "acme"}
+    client = create_app({**settings(pg_cluster), "tenants": tenants}).test_client()
+    for tenant in ("acme", "7"):
+        r = client.post("/services/start", json={"customer_id": "C", "who": tenant},
+                        headers={"ContactCenterId": tenant})
+        assert r.status_code == 201 and r.get_json()["service_id"] == 1
+    assert [s["who"] for s in client.get("/customers/C/services").get_json()] == ["acme"]
+    assert [s["who"] for s in client.get("/customers/C/services",
+                                         headers={"ContactCenterId": "globex"}).get_json()
+            ] == ["7"]
+    assert pg_cluster.psql(f"SELECT count(*) FROM {acme}.services") == "1"
+
+    ini = tmp_path / "tenants.ini"
+    ini.write_text("[tenants]\n" + "".join(f"{k} = {v}\n" for k, v in tenants.items()))
+    base = {**env(pg_cluster, "unused"), "CONTEXTSVC_CONFIG": str(ini)}
+    exported = contextsvc("export", "--tenant", "globex", env=base)
+    assert exported.returncode == 0 and '"who":"7"' in exported.stdout.replace(" ", "")
+    assert '"acme"' not in exported.stdout
+    upgraded = contextsvc("db", "upgrade", env=base)
+    assert upgraded.returncode == 0, upgraded.stderr
+    assert f"schema: {acme}\n" in upgraded.stdout and f"schema: {globex}\n" in upgraded.stdout
+    one = contextsvc("db", "upgrade", "--tenant", "7", env=base)
+    assert one.returncode == 0 and acme not in one.stdout and globex in one.stdout
+
+
+@pytest.mark.parametrize("tenants, says", [
+    ({"acme": "Not-A-Schema"}, "[tenants] acme: 'Not-A-Schema' is not a schema name"),
+    ({"acme": "same", "globex": "same"}, "[tenants] globex: the schema same is the store of "
+                                         "acme too"),
+])
+def test_bad_tenant_schemas_are_refused_naming_the_key(pg_cluster, tenants, says):
+    with pytest.raises(ConfigError) as caught:
+        load({**settings(pg_cluster), "tenants": tenants}, environ={})
+    assert str(caught.value).startswith(says), str(caught.value)
