@@ -10,6 +10,7 @@ import pytest
 from contextsvc.config import load
 from contextsvc.errors import Conflict, NotFound, StoreBusy, TooLarge
 from contextsvc.storage import open_store
+from contextsvc.storage.records import encoded
 
 ENGINES = ["file", "memory"]
 PERSISTENT = {"file"}
@@ -232,6 +233,26 @@ def test_put_services_on_conflict(store):
         store.put_services([service(2**53, "I")])
     with pytest.raises(ValueError):
         store.put_services([service(1, "I")], "merge")
+
+
+def test_put_services_takes_documents_already_encoded(opener):
+    store = opener()
+    records = [encoded(service(9, "I", v=1)), encoded(service(3, key="k", v=2))]
+    assert store.put_services([service(4, "I"), *records]) == 3
+    assert ids(store.customer_services("I")) == [4, 9]
+    assert ids(store.anonymous_services("k")) == [3]
+    assert store.get_service(9)["v"] == 1
+    with pytest.raises(Conflict):
+        store.put_services([encoded(service(3, "I"))])
+    with pytest.raises(ValueError):
+        store.put_services([encoded(service(2**53, "I"))])
+    with pytest.raises(TooLarge):
+        store.put_services([encoded(service(10, "I", pad="x" * 200_000))])
+    assert create(store, "C") == 10
+    if opener.engine in PERSISTENT:
+        again = opener()  # another process reads them back from the file
+        assert ids(again.customer_services("I")) == [4, 9]
+        assert again.get_service(3)["v"] == 2
 
 
 def test_compaction_keeps_every_service(opener):
