@@ -79,7 +79,7 @@ def export_command(ctx: Context, time_from: str | None, time_to: str | None, eve
         total = store.count()
         with _output(output) as out:
             written = 0
-            lines = exporting.lines(store, selector)
+            lines = exporting.lines(store, selector, jobs=exporting.processors())
             if output == "-" and sys.stdout.isatty():
                 bar_or_not: Any = _Plain(lines)  # a bar would run through the output
             else:

@@ -23,6 +23,7 @@ memory holds one batch at a time whatever the size of the store.
 
 from __future__ import annotations
 
+import functools
 import json
 import multiprocessing
 import os
@@ -35,7 +36,7 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import IO, Any, NamedTuple
+from typing import IO, Any, NamedTuple, TypeVar
 
 from marshmallow import fields as mfields
 from marshmallow import validate
@@ -49,6 +50,9 @@ from .fields import MAX_TYPE_LENGTH, IntOrString, Timestamp
 from .jsontext import finite_float, no_constant
 from .lifecycle import Policy
 from .model import COMMON, KINDS, RESERVED, STATE, TASK, Doc, Kind, is_active, render_service
+from .timed import Settler
+
+T = TypeVar("T")
 
 EVENTS = ("any", "started", "completed")  # filter_events / --events
 STATES = ("any", "active", "inactive")    # filter_state / --state
@@ -104,30 +108,131 @@ def whole(doc: Doc) -> Doc:
 
 
 def lines(store: ServiceStore, selector: Selector, content: bool = True,
-          batch: int | None = None) -> Iterator[bytes | None]:
+          batch: int | None = None, jobs: int = 1) -> Iterator[bytes | None]:
     """For each service of ``store`` in id order: its JSON text (the whole service,
     or with ``content`` False its id) when ``selector`` selects it, else None (a
     progress bar counts those too). ``store`` is a :class:`~.timed.TimedStore`, so
     that what is read is what time makes it (expired services read as None).
 
     Each batch is one unit of work; its documents are read after the store is free
-    again, each as it was when the batch was chosen."""
+    again, each as it was when the batch was chosen.
+
+    ``jobs`` > 1 (the export command): the documents are read here, in their stored
+    form, and made into lines by ``jobs`` processes at once (see :class:`_InOrder`:
+    never in a server's worker)."""
     batch = batch or BATCH
+    if jobs > 1:
+        with _InOrder(functools.partial(_lines_of, selector, content), jobs) as workers:
+            for block in workers.map(_stored(store, batch)):
+                yield from block
+        return
     after = 0
     while True:
         with store.scan(after=after, limit=batch) as selection:
             rows = selection.rows
             for _, loc in rows:
-                doc = selection.read(loc)
-                if doc is None or not selector.selects(doc):
-                    yield None
-                elif content:
-                    yield _encode(whole(doc)).encode("ascii")
-                else:
-                    yield str(doc["service_id"]).encode("ascii")
+                yield _line(selection.read(loc), selector, content)
         if len(rows) < batch:
             return
         after = rows[-1][0]
+
+
+def _line(doc: Doc | None, selector: Selector, content: bool) -> bytes | None:
+    if doc is None or not selector.selects(doc):
+        return None
+    if content:
+        return _encode(whole(doc)).encode("ascii")
+    return str(doc["service_id"]).encode("ascii")
+
+
+def _stored(store: ServiceStore, batch: int, size: int = 1 << 20
+            ) -> Iterator[tuple[Settler, list[bytes]]]:
+    """The documents of :func:`lines` in their stored form, in blocks of about
+    ``size`` bytes at most, each with what reads it as its batch reads it."""
+    after = 0
+    while True:
+        with store.scan(after=after, limit=batch) as selection:
+            rows = selection.rows
+            settler = selection.settler()  # type: ignore[attr-defined]
+            block: list[bytes] = []
+            held = 0
+            for _, loc in rows:
+                block.append(selection.read_raw(loc))
+                held += len(block[-1])
+                if held >= size:
+                    yield settler, block
+                    block, held = [], 0
+            if block:
+                yield settler, block
+        if len(rows) < batch:
+            return
+        after = rows[-1][0]
+
+
+def _lines_of(selector: Selector, content: bool, settler: Settler, block: list[bytes]
+              ) -> list[bytes | None]:
+    return [_line(settler(raw), selector, content) for raw in block]
+
+
+def _ignore_interrupts() -> None:
+    # Ctrl-C reaches every process of the terminal's group; the command's own
+    # process decides what it means, its workers just end
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+class _InOrder:
+    """``function`` applied to items, the results in order: one item in ``jobs``
+    in this process, the others in ``jobs - 1`` worker processes (started at the
+    second item: a single item is done here alone), which work on theirs while
+    this process reads the next ones, does its own and takes the results.
+
+    For the commands only: the workers are forked, which is safe in a process that
+    has no other thread (a command; never a server's worker), and a worker only
+    computes: it never touches the store or its files."""
+
+    AHEAD = 2  # items queued per process, so that no worker waits for this one
+
+    def __init__(self, function: Callable[..., T], jobs: int):
+        self.function, self.jobs = function, max(1, jobs)
+        self._pool: ProcessPoolExecutor | None = None
+
+    def __enter__(self) -> _InOrder:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def map(self, items: Iterable[tuple[Any, ...]]) -> Iterator[Any]:
+        pending: deque[Future[Any] | tuple[Any, ...]] = deque()
+        for i, item in enumerate(items):
+            if i % self.jobs:
+                pending.append(self._workers().submit(self.function, *item))
+            else:
+                pending.append(item)  # done here when its turn comes
+            while len(pending) > self.AHEAD * self.jobs:
+                yield self._result(pending.popleft())
+        while pending:
+            yield self._result(pending.popleft())
+
+    def _result(self, item: Future[Any] | tuple[Any, ...]) -> Any:
+        if isinstance(item, Future):
+            return item.result()
+        return self.function(*item)
+
+    def _workers(self) -> ProcessPoolExecutor:
+        if self._pool is None:
+            self._pool = ProcessPoolExecutor(self.jobs - 1, multiprocessing.get_context("fork"),
+                                             initializer=_ignore_interrupts)
+        return self._pool
+
+
+def processors() -> int:
+    """How many processes a command may work with: one per processor it may use."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
 
 
 # ================================================================== reading back
@@ -444,65 +549,6 @@ def _blocks(lines: Iterable[bytes], count: int, size: int
         yield first, block
 
 
-def _ignore_interrupts() -> None:
-    # Ctrl-C reaches every process of the terminal's group; the importer's own
-    # process decides what it means (nothing imported), its checkers just end
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-
-class _Checkers:
-    """Checks blocks of lines, giving the results in order: one block in ``jobs``
-    in this process, the others in ``jobs - 1`` worker processes (started at the
-    second block: a short file is checked here alone), which check theirs while
-    this process reads the file, checks its own and spools the results.
-
-    The workers are forked: the command has no other thread when it checks, and a
-    worker only computes (it never touches the store or its files)."""
-
-    AHEAD = 2  # blocks queued per process, so that no worker waits for this one
-
-    def __init__(self, reading: _Reading, jobs: int):
-        self.reading, self.jobs = reading, max(1, jobs)
-        self._pool: ProcessPoolExecutor | None = None
-
-    def __enter__(self) -> _Checkers:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
-
-    def map(self, blocks: Iterable[tuple[int, list[bytes]]]) -> Iterator[_Block]:
-        pending: deque[Future[_Block] | tuple[int, list[bytes]]] = deque()
-        for i, block in enumerate(blocks):
-            if i % self.jobs:
-                pending.append(self._workers().submit(_check_block, self.reading, *block))
-            else:
-                pending.append(block)  # checked here when its turn comes
-            while len(pending) > self.AHEAD * self.jobs:
-                yield self._result(pending.popleft())
-        while pending:
-            yield self._result(pending.popleft())
-
-    def _result(self, item: Future[_Block] | tuple[int, list[bytes]]) -> _Block:
-        if isinstance(item, Future):
-            return item.result()
-        return _check_block(self.reading, *item)
-
-    def _workers(self) -> ProcessPoolExecutor:
-        if self._pool is None:
-            self._pool = ProcessPoolExecutor(self.jobs - 1, multiprocessing.get_context("fork"),
-                                             initializer=_ignore_interrupts)
-        return self._pool
-
-
-def _processors() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
-
-
 @dataclass
 class Checked:
     """What :meth:`Importer.check` found: every id in the file, by line; the line
@@ -580,7 +626,7 @@ class Importer:
             raise ValueError(f"on_conflict: one of {', '.join(ON_CONFLICT)}")
         self.store, self.on_conflict = store, on_conflict
         self.reading = _Reading(policy, now, max_service_bytes)
-        self.jobs = jobs or _processors()
+        self.jobs = jobs or processors()
 
     def check(self, lines: Iterable[bytes]) -> Checked:
         """Read every line and refuse the file at its first fault (:class:`Invalid`,
@@ -588,7 +634,8 @@ class Importer:
         Blank lines are passed over."""
         checked = Checked(tempfile.TemporaryFile(prefix="contextsvc-import-"))
         try:
-            with _Checkers(self.reading, self.jobs) as checkers:
+            check = functools.partial(_check_block, self.reading)
+            with _InOrder(check, self.jobs) as checkers:
                 for block in checkers.map(_blocks(lines, self.BLOCK_LINES, self.BLOCK_BYTES)):
                     self._take(block, checked)
             if self.on_conflict == "fail":

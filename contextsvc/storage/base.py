@@ -63,6 +63,8 @@ class Reader(Protocol):
 
     def read(self, loc: Any) -> Doc: ...
 
+    def read_raw(self, loc: Any) -> bytes: ...
+
     def close(self) -> None: ...
 
 
@@ -85,6 +87,11 @@ class Selection:
 
     def read(self, loc: Any) -> Doc:
         return self._reader.read(loc)
+
+    def read_raw(self, loc: Any) -> bytes:
+        """The document in its stored form, which :func:`.records.decode` reads: for
+        work done in another process."""
+        return self._reader.read_raw(loc)
 
     def close(self) -> None:
         self._reader.close()

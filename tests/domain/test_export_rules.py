@@ -231,3 +231,22 @@ def test_the_first_fault_of_the_file_is_the_one_told_whichever_process_found_it(
         importer(store, jobs).check(lines)
     assert refused.value.message.startswith(message), refused.value.message
     assert store.count() == 0 and store.last_id() == 0
+
+
+# ------------------------------------------------------------------ exporting in blocks
+def test_lines_made_by_several_processes_are_those_made_by_one():
+    from contextsvc.domain.timed import TimedStore
+
+    store = memory_store()
+    docs = [stored(service_id=sid, data={"n": sid}) for sid in range(1, 12)]
+    docs[2]["expires"] = "2026-03-01T11:00:00.000Z"  # expired: never exported
+    docs[5]["completed"] = {"timestamp": "2026-03-01T09:00:00.000Z"}  # not active
+    docs[7]["updated"] = "2026-03-01T10:00:00.000Z"  # idle: completed by time, not active
+    store.put_services(docs)
+    timed = TimedStore(store, lifecycle.Policy(auto_complete_after=3600), lambda: NOW)
+    for selector in (export.Selector(), export.Selector(state="active")):
+        for content in (True, False):
+            one = list(export.lines(timed, selector, content, batch=3))
+            assert list(export.lines(timed, selector, content, batch=3, jobs=2)) == one
+            assert list(export.lines(timed, selector, content, batch=3, jobs=3)) == one
+    assert [int(text) for text in one if text is not None] == [1, 2, 4, 5, 7, 9, 10, 11]

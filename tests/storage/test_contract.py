@@ -10,7 +10,7 @@ import pytest
 from contextsvc.config import load
 from contextsvc.errors import Conflict, NotFound, StoreBusy, TooLarge
 from contextsvc.storage import open_store
-from contextsvc.storage.records import encoded
+from contextsvc.storage.records import decode, encoded
 
 ENGINES = ["file", "memory"]
 PERSISTENT = {"file"}
@@ -208,6 +208,16 @@ def test_scan_walks_every_service_in_id_order_in_batches(store):
     assert walked == live == ids(store.scan())
     store.compact()
     assert ids(store.scan(after=live[3], limit=2)) == live[4:6]
+
+
+def test_a_selection_gives_documents_in_their_stored_form_too(store):
+    sids = [create(store, "C", n=i, text="\u00e9\ud800") for i in range(3)]
+    with store.scan() as selection:
+        for sid, loc in selection.rows:
+            raw = selection.read_raw(loc)
+            assert isinstance(raw, bytes)
+            assert decode(raw) == selection.read(loc) == store.get_service(sid)
+    assert len(sids) == 3
 
 
 def test_put_services_keeps_ids_and_moves_the_counter(store):
