@@ -134,6 +134,25 @@ def test_export_import_export_gives_the_same_bytes(db, journeys, tmp_path, app_o
     assert api.start_service(customer_id="new") == journeys[-1] + 1  # after the imported ids
 
 
+def test_a_large_store_goes_out_and_back_the_same(db, tmp_path, app_on):
+    """More lines and services than one block of work: on a machine with several
+    processors both commands share them with worker processes (their rules are tested
+    in tests/domain/test_export_rules.py); what comes out is what the HTTP stream
+    gives, and comes back the same."""
+    source = tmp_path / "in.ndjson"
+    source.write_bytes(ndjson(*(service(sid, f"C{sid % 7}", n=sid, pad="x" * 1000)
+                                for sid in range(1, 1501))))
+    assert ok(run(db, "import", str(source))) == b""
+    exported = ok(run(db, "export"))
+    http = app_on.get("/maintenance/services/stream", query_string={
+        "time_from": "2000-01-01T00:00:00Z", "export_content": "true"},
+        headers={"Accept": "application/x-ndjson"})
+    assert exported == http.data and exported.count(b"\n") == 1500
+    fresh = tmp_path / "b" / "db.json"
+    assert ok(run(fresh, "import", "-", stdin=exported)) == b""
+    assert ok(run(fresh, "export")) == exported
+
+
 def handmade():
     """Lines written by hand: what export writes, and forms it tolerates."""
     return [

@@ -79,7 +79,7 @@ def export_command(ctx: Context, time_from: str | None, time_to: str | None, eve
         total = store.count()
         with _output(output) as out:
             written = 0
-            lines = exporting.lines(store, selector)
+            lines = exporting.lines(store, selector, jobs=exporting.processors())
             if output == "-" and sys.stdout.isatty():
                 bar_or_not: Any = _Plain(lines)  # a bar would run through the output
             else:
@@ -202,9 +202,9 @@ def import_command(ctx: Context, file: str, on_conflict: str) -> None:
                         checked = importer.check(lines)
                 except KeyboardInterrupt:
                     raise Failure("interrupted; nothing was imported") from None
-                with progress(interrupts.between(_lines(path)), length=count,
-                              label="importing") as lines:
-                    done = importer.load(lines, checked)
+                with progress(interrupts.between(checked.records()), length=len(checked),
+                              label="importing") as records:
+                    done = importer.load(records, checked)
     if _stderr_is_terminal():
         skipped = f" ({done.skipped} skipped: their ids exist)" if done.skipped else ""
         click.echo(f"imported {done.imported} services{skipped}", err=True)
@@ -212,7 +212,7 @@ def import_command(ctx: Context, file: str, on_conflict: str) -> None:
 
 class _input:  # noqa: N801
     """The path of FILE; stdin is copied to a temporary file first (the import
-    reads its input twice)."""
+    counts its lines before it reads them)."""
 
     def __init__(self, file: str):
         self.file, self.tmp = file, None

@@ -23,26 +23,36 @@ memory holds one batch at a time whatever the size of the store.
 
 from __future__ import annotations
 
+import functools
 import json
+import multiprocessing
+import os
+import pickle
 import re
-import zlib
-from array import array
+import signal
+import tempfile
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import IO, Any, NamedTuple, TypeVar
 
 from marshmallow import fields as mfields
 from marshmallow import validate
 
 from ..errors import Conflict, ContextError, Invalid
 from ..storage.base import ON_CONFLICT, ServiceStore
+from ..storage.records import Encoded, encoded
 from . import lifecycle, timeutil
 from .events import EVENT_FIELDS, SCHEMAS
 from .fields import MAX_TYPE_LENGTH, IntOrString, Timestamp
 from .jsontext import finite_float, no_constant
 from .lifecycle import Policy
 from .model import COMMON, KINDS, RESERVED, STATE, TASK, Doc, Kind, is_active, render_service
+from .timed import Settler
+
+T = TypeVar("T")
 
 EVENTS = ("any", "started", "completed")  # filter_events / --events
 STATES = ("any", "active", "inactive")    # filter_state / --state
@@ -98,30 +108,131 @@ def whole(doc: Doc) -> Doc:
 
 
 def lines(store: ServiceStore, selector: Selector, content: bool = True,
-          batch: int | None = None) -> Iterator[bytes | None]:
+          batch: int | None = None, jobs: int = 1) -> Iterator[bytes | None]:
     """For each service of ``store`` in id order: its JSON text (the whole service,
     or with ``content`` False its id) when ``selector`` selects it, else None (a
     progress bar counts those too). ``store`` is a :class:`~.timed.TimedStore`, so
     that what is read is what time makes it (expired services read as None).
 
     Each batch is one unit of work; its documents are read after the store is free
-    again, each as it was when the batch was chosen."""
+    again, each as it was when the batch was chosen.
+
+    ``jobs`` > 1 (the export command): the documents are read here, in their stored
+    form, and made into lines by ``jobs`` processes at once (see :class:`_InOrder`:
+    never in a server's worker)."""
     batch = batch or BATCH
+    if jobs > 1:
+        with _InOrder(functools.partial(_lines_of, selector, content), jobs) as workers:
+            for block in workers.map(_stored(store, batch)):
+                yield from block
+        return
     after = 0
     while True:
         with store.scan(after=after, limit=batch) as selection:
             rows = selection.rows
             for _, loc in rows:
-                doc = selection.read(loc)
-                if doc is None or not selector.selects(doc):
-                    yield None
-                elif content:
-                    yield _encode(whole(doc)).encode("ascii")
-                else:
-                    yield str(doc["service_id"]).encode("ascii")
+                yield _line(selection.read(loc), selector, content)
         if len(rows) < batch:
             return
         after = rows[-1][0]
+
+
+def _line(doc: Doc | None, selector: Selector, content: bool) -> bytes | None:
+    if doc is None or not selector.selects(doc):
+        return None
+    if content:
+        return _encode(whole(doc)).encode("ascii")
+    return str(doc["service_id"]).encode("ascii")
+
+
+def _stored(store: ServiceStore, batch: int, size: int = 1 << 20
+            ) -> Iterator[tuple[Settler, list[bytes]]]:
+    """The documents of :func:`lines` in their stored form, in blocks of about
+    ``size`` bytes at most, each with what reads it as its batch reads it."""
+    after = 0
+    while True:
+        with store.scan(after=after, limit=batch) as selection:
+            rows = selection.rows
+            settler = selection.settler()  # type: ignore[attr-defined]
+            block: list[bytes] = []
+            held = 0
+            for _, loc in rows:
+                block.append(selection.read_raw(loc))
+                held += len(block[-1])
+                if held >= size:
+                    yield settler, block
+                    block, held = [], 0
+            if block:
+                yield settler, block
+        if len(rows) < batch:
+            return
+        after = rows[-1][0]
+
+
+def _lines_of(selector: Selector, content: bool, settler: Settler, block: list[bytes]
+              ) -> list[bytes | None]:
+    return [_line(settler(raw), selector, content) for raw in block]
+
+
+def _ignore_interrupts() -> None:
+    # Ctrl-C reaches every process of the terminal's group; the command's own
+    # process decides what it means, its workers just end
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+class _InOrder:
+    """``function`` applied to items, the results in order: one item in ``jobs``
+    in this process, the others in ``jobs - 1`` worker processes (started at the
+    second item: a single item is done here alone), which work on theirs while
+    this process reads the next ones, does its own and takes the results.
+
+    For the commands only: the workers are forked, which is safe in a process that
+    has no other thread (a command; never a server's worker), and a worker only
+    computes: it never touches the store or its files."""
+
+    AHEAD = 2  # items queued per process, so that no worker waits for this one
+
+    def __init__(self, function: Callable[..., T], jobs: int):
+        self.function, self.jobs = function, max(1, jobs)
+        self._pool: ProcessPoolExecutor | None = None
+
+    def __enter__(self) -> _InOrder:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def map(self, items: Iterable[tuple[Any, ...]]) -> Iterator[Any]:
+        pending: deque[Future[Any] | tuple[Any, ...]] = deque()
+        for i, item in enumerate(items):
+            if i % self.jobs:
+                pending.append(self._workers().submit(self.function, *item))
+            else:
+                pending.append(item)  # done here when its turn comes
+            while len(pending) > self.AHEAD * self.jobs:
+                yield self._result(pending.popleft())
+        while pending:
+            yield self._result(pending.popleft())
+
+    def _result(self, item: Future[Any] | tuple[Any, ...]) -> Any:
+        if isinstance(item, Future):
+            return item.result()
+        return self.function(*item)
+
+    def _workers(self) -> ProcessPoolExecutor:
+        if self._pool is None:
+            self._pool = ProcessPoolExecutor(self.jobs - 1, multiprocessing.get_context("fork"),
+                                             initializer=_ignore_interrupts)
+        return self._pool
+
+
+def processors() -> int:
+    """How many processes a command may work with: one per processor it may use."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
 
 
 # ================================================================== reading back
@@ -235,14 +346,6 @@ def _event(value: Any, completion: bool) -> Doc:
     return out
 
 
-def _event_again(value: Doc, completion: bool) -> Doc:
-    """What :func:`_event` makes of an event it accepted before, mostly without work:
-    the event itself when it has no null and its timestamp is already normalized."""
-    if None in value.values() or not _CANONICAL.fullmatch(value["timestamp"]):
-        return _event(value, completion)
-    return value
-
-
 _NESTED, _RESERVED = "nested", "reserved"
 
 
@@ -261,26 +364,6 @@ class _Shape:
         if nests:
             roles.update(dict.fromkeys(kind.nested, _NESTED))
         self.roles = roles
-        # for again(): the keys that are not attached data, the timestamp fields
-        self.names = frozenset(key for key, role in roles.items() if role is not _RESERVED)
-        self.stamps = tuple(name for name, fld in declared.items()
-                            if isinstance(fld, Timestamp))
-
-    def again(self, rep: Doc) -> tuple[Doc, Doc]:
-        """What :meth:`read` makes of ``rep``, which it accepted before (an import
-        reads each line twice): nothing is checked again, only timestamps that are
-        not normalized yet are worked on."""
-        names = self.names
-        doc = {key: value for key, value in rep.items() if key in names and value is not None}
-        data = {key: value for key, value in rep.items() if key not in names}
-        for key in self.stamps:
-            value = doc.get(key)
-            if value is not None and not _CANONICAL.fullmatch(value):
-                doc[key] = _timestamp(value)
-        doc["started"] = _event_again(doc["started"], False)
-        if "completed" in doc:
-            doc["completed"] = _event_again(doc["completed"], True)
-        return doc, data
 
     def read(self, rep: Any, nested: dict[str, list[Any]] | None = None
              ) -> tuple[Doc, Doc]:
@@ -316,7 +399,6 @@ class _Shape:
 
 
 _SERVICE = _Shape(KINDS["service"], nests=True)
-_ARRAYS = tuple(KINDS["service"].nested)
 _STATE = _Shape(STATE, nests=False)  # a state's tasks are listed on the service
 _TASK = _Shape(TASK, nests=False)
 
@@ -355,14 +437,11 @@ def _in_order(children: dict[int, tuple[Doc, str]]) -> list[Doc]:
     return [children[key][0] for key in sorted(children)]
 
 
-def document(rep: Any, policy: Policy, now: datetime, checked: bool = False) -> Doc:
+def document(rep: Any, policy: Policy, now: datetime) -> Doc:
     """The stored document of a whole service as exported (the inverse of
     :func:`whole`), with its lifecycle (:func:`.lifecycle.restore`) and the moment
     housekeeping has work for it. Raises :class:`Invalid` saying what is wrong
-    (``active_states[1].started.timestamp: ...``). ``checked``: ``rep`` was accepted
-    before; the same document comes back for a fraction of the work."""
-    if checked:
-        return _again(rep, policy, now)
+    (``active_states[1].started.timestamp: ...``)."""
     try:
         arrays: dict[str, list[Any]] = {}
         doc, data = _SERVICE.read(rep, arrays)
@@ -389,27 +468,6 @@ def document(rep: Any, policy: Policy, now: datetime, checked: bool = False) -> 
     return doc
 
 
-def _again(rep: Doc, policy: Policy, now: datetime) -> Doc:
-    doc, data = _SERVICE.again(rep)
-    arrays = {name: doc.pop(name) for name in _ARRAYS if name in doc}
-    shown = {key: doc.pop(key) for key in lifecycle.SHOWN if key in doc}
-    children = []
-    for kind, shape, id_field in (("states", _STATE, STATE.id_field),
-                                  ("tasks", _TASK, TASK.id_field)):
-        out = []
-        for name in (f"active_{kind}", f"completed_{kind}"):
-            for item in arrays.get(name, ()):
-                child, child_data = shape.again(item)
-                child["data"] = child_data
-                out.append(child)
-        out.sort(key=lambda child, id_field=id_field: child[id_field])  # type: ignore[misc]
-        children.append(out)
-    doc["data"], doc["states"], doc["tasks"] = data, children[0], children[1]
-    lifecycle.restore(doc, shown, policy, now)
-    lifecycle.mark_due(doc, policy)
-    return doc
-
-
 # ================================================================== importing
 _decode = json.JSONDecoder(parse_float=finite_float, parse_constant=no_constant).decode
 
@@ -428,18 +486,95 @@ def parse(raw: bytes) -> Any:
         raise Invalid(f"not JSON: {exc}") from None
 
 
+class _Reading(NamedTuple):
+    """What checking a line needs; it goes with each block to the process that
+    checks it."""
+
+    policy: Policy
+    now: datetime
+    max_service_bytes: int
+
+
+class _Block(NamedTuple):
+    """A block of lines, checked: the ids of its services with their line numbers,
+    in order; its first fault, (line number, message), after which nothing of the
+    block was read; its service with the highest id, (line number, service); and
+    its services as the store will write them, a pickled list of
+    :class:`~contextsvc.storage.records.Encoded` (spooled as it is)."""
+
+    ids: list[tuple[int, int]]
+    fault: tuple[int, str] | None
+    top: tuple[int, Encoded] | None
+    records: bytes
+
+
+def _check_block(reading: _Reading, first: int, lines: list[bytes]) -> _Block:
+    """Check ``lines``, numbered from ``first``: each a whole service, within the
+    store's size limit. Blank lines are passed over."""
+    ids: list[tuple[int, int]] = []
+    records: list[Encoded] = []
+    fault = top = None
+    for number, raw in enumerate(lines, first):
+        if not raw.strip():
+            continue
+        try:
+            record = encoded(document(parse(raw), reading.policy, reading.now))
+        except Invalid as exc:
+            fault = (number, exc.message)
+            break
+        sid, size = record.service_id, len(record.body)
+        if size > reading.max_service_bytes:  # what the store would refuse
+            fault = (number, f"service {sid} would take {size} bytes, more than the limit "
+                             f"of {reading.max_service_bytes} ([limits] max_service_bytes)")
+            break
+        ids.append((sid, number))
+        records.append(record)
+        if top is None or sid > top[1].service_id:
+            top = (number, record)
+    return _Block(ids, fault, top, pickle.dumps(records, pickle.HIGHEST_PROTOCOL))
+
+
+def _blocks(lines: Iterable[bytes], count: int, size: int
+            ) -> Iterator[tuple[int, list[bytes]]]:
+    """(number of the first line, lines): ``count`` lines, or fewer that hold at
+    least ``size`` bytes."""
+    first, block, held = 1, [], 0
+    for raw in lines:
+        block.append(raw)
+        held += len(raw)
+        if len(block) >= count or held >= size:
+            yield first, block
+            first, block, held = first + len(block), [], 0
+    if block:
+        yield first, block
+
+
 @dataclass
 class Checked:
-    """What :meth:`Importer.check` found: every id in the file, by line; a checksum
-    of each line (the second pass reads only what the first accepted); the line with
-    the highest id and its document (written first: see :class:`Importer`)."""
+    """What :meth:`Importer.check` found: every id in the file, by line; the line
+    with the highest id and its service (written first: see :class:`Importer`);
+    and every service of the file as the store will write it, in a temporary file
+    (:meth:`records`), so that writing them parses nothing again."""
 
+    spool: IO[bytes]
     lines: dict[int, int] = field(default_factory=dict)  # service id -> line number
-    sums: array = field(default_factory=lambda: array("L"))  # crc32 of line n at n - 1
-    top: tuple[int, Doc] | None = None  # (line number, document) of the highest id
+    top: tuple[int, Encoded] | None = None  # (line number, service) of the highest id
 
     def __len__(self) -> int:
         return len(self.lines)
+
+    def records(self) -> Iterator[Encoded]:
+        """The services of the file, in its order."""
+        self.spool.seek(0)
+        while True:
+            try:
+                block = pickle.load(self.spool)
+            except EOFError:
+                return
+            yield from block
+
+    def close(self) -> None:
+        self.spool.close()
 
 
 @dataclass
@@ -452,12 +587,14 @@ class Importer:
     """Loads services as exported (one per line, API.md 7.2) into ``store`` under the
     ids they carry; the store's id counter moves past them.
 
-    Two passes over the lines. :meth:`check` reads them all and writes nothing: each
-    line must be a whole service of the representation (:func:`document`), ids
-    unique in the file and from 1 to 2^53 - 1, each service within the store's size
-    limit, and, with ``on_conflict`` ``fail``, no id may exist in the store. Any
-    fault refuses the whole file, with its line number. :meth:`load` then writes;
-    a line that changed since it was checked stops it.
+    :meth:`check` reads every line and writes nothing to the store: each line must
+    be a whole service of the representation (:func:`document`), ids unique in the
+    file and from 1 to 2^53 - 1, each service within the store's size limit, and,
+    with ``on_conflict`` ``fail``, no id may exist in the store. Any fault refuses
+    the whole file, with its line number. Each line is parsed once: the check keeps
+    each service as the store will write it (encoded, in a temporary file), and
+    :meth:`load` then writes those. The lines are checked in blocks, by ``jobs``
+    processes at once (by default, one per processor).
 
     **Writing, and the store's lock.** Services are written with ``put_services`` in
     batches of about :data:`WRITE_BYTES` (at most :data:`WRITE_COUNT` services), each
@@ -479,55 +616,56 @@ class Importer:
 
     WRITE_BYTES = 1 << 20
     WRITE_COUNT = 2000
+    BLOCK_LINES = 1000  # lines checked at a time by one process...
+    BLOCK_BYTES = 1 << 20  # ...or fewer, when they hold this many bytes
 
     def __init__(self, store: ServiceStore, policy: Policy, now: datetime,
-                 on_conflict: str = "fail", max_service_bytes: int = 16 << 20):
+                 on_conflict: str = "fail", max_service_bytes: int = 16 << 20,
+                 jobs: int | None = None):
         if on_conflict not in ON_CONFLICT:
             raise ValueError(f"on_conflict: one of {', '.join(ON_CONFLICT)}")
-        self.store, self.policy, self.now = store, policy, now
-        self.on_conflict, self.max_service_bytes = on_conflict, max_service_bytes
-
-    def _document(self, raw: bytes) -> Doc:
-        doc = document(parse(raw), self.policy, self.now)
-        if len(raw) > self.max_service_bytes // 2:  # only large ones are worth encoding
-            # about what the store will take (it also writes its index keys first, and
-            # is the last judge: a few bytes more than this, and the write refuses it)
-            size = len(_encode(doc))
-            if size > self.max_service_bytes:
-                raise Invalid(f"service {doc['service_id']} would take {size} bytes, more "
-                              f"than the limit of {self.max_service_bytes} "
-                              "([limits] max_service_bytes)")
-        return doc
+        self.store, self.on_conflict = store, on_conflict
+        self.reading = _Reading(policy, now, max_service_bytes)
+        self.jobs = jobs or processors()
 
     def check(self, lines: Iterable[bytes]) -> Checked:
         """Read every line and refuse the file at its first fault (:class:`Invalid`,
         or :class:`Conflict` for an id that exists, with ``fail``), naming the line.
         Blank lines are passed over."""
-        checked = Checked()
-        seen, sums = checked.lines, checked.sums
-        top = 0
-        for number, raw in enumerate(lines, 1):
-            sums.append(zlib.crc32(raw))
-            if not raw.strip():
-                continue
-            try:
-                doc = self._document(raw)
-            except Invalid as exc:
-                raise Invalid(f"line {number}: {exc.message}") from None
-            sid = doc["service_id"]
+        checked = Checked(tempfile.TemporaryFile(prefix="contextsvc-import-"))
+        try:
+            check = functools.partial(_check_block, self.reading)
+            with _InOrder(check, self.jobs) as checkers:
+                for block in checkers.map(_blocks(lines, self.BLOCK_LINES, self.BLOCK_BYTES)):
+                    self._take(block, checked)
+            if self.on_conflict == "fail":
+                seen = checked.lines
+                existing = self._existing(seen)
+                if existing:
+                    first = min(existing, key=seen.__getitem__)
+                    more = f" (and {len(existing) - 1} more)" if len(existing) > 1 else ""
+                    raise Conflict(f"line {seen[first]}: service {first} exists in the store"
+                                   f"{more}; nothing was imported")
+        except BaseException:
+            checked.close()
+            raise
+        return checked
+
+    @staticmethod
+    def _take(block: _Block, checked: Checked) -> None:
+        """Add a block's results, the blocks in order: its first fault is the
+        file's, unless a line before it repeats an id of an earlier line."""
+        seen = checked.lines
+        for sid, number in block.ids:
             if sid in seen:
                 raise Invalid(f"line {number}: service {sid} is also on line {seen[sid]}")
             seen[sid] = number
-            if sid > top:
-                top, checked.top = sid, (number, doc)
-        if self.on_conflict == "fail":
-            existing = self._existing(seen)
-            if existing:
-                first = min(existing, key=seen.__getitem__)
-                more = f" (and {len(existing) - 1} more)" if len(existing) > 1 else ""
-                raise Conflict(f"line {seen[first]}: service {first} exists in the store"
-                               f"{more}; nothing was imported")
-        return checked
+        if block.fault is not None:
+            raise Invalid(f"line {block.fault[0]}: {block.fault[1]}")
+        checked.spool.write(block.records)
+        if block.top is not None and (checked.top is None
+                                      or block.top[1].service_id > checked.top[1].service_id):
+            checked.top = block.top
 
     def _existing(self, ids: dict[int, int]) -> list[int]:
         found, after = [], 0
@@ -539,50 +677,48 @@ class Importer:
                 return found
             after = rows[-1][0]
 
-    def load(self, lines: Iterable[bytes], checked: Checked) -> Imported:
-        """Write the services of ``lines``, the lines :meth:`check` accepted."""
+    def load(self, records: Iterable[Encoded], checked: Checked) -> Imported:
+        """Write the services :meth:`check` accepted: ``records``, from
+        :meth:`Checked.records` (a caller may count them as they go)."""
         done = Imported()
-        if checked.top is None:
-            return done
-        written: list[int] = []  # for fail: what to take back if a conflict comes late
-        top_line, top_doc = checked.top
-        sums = checked.sums
-        number = 0
         try:
-            self._put([(top_line, top_doc)], done, written)
-            batch: list[tuple[int, Doc]] = []
-            size = 0
-            for number, raw in enumerate(lines, 1):
-                if number > len(sums) or zlib.crc32(raw) != sums[number - 1]:
-                    raise Invalid(f"line {number}: changed since the file was checked")
-                if number == top_line or not raw.strip():
-                    continue
-                # the line is the one check() accepted (same checksum): read it for less
-                batch.append((number, document(parse(raw), self.policy, self.now, True)))
-                size += len(raw)
-                if size >= self.WRITE_BYTES or len(batch) >= self.WRITE_COUNT:
-                    self._put(batch, done, written)
-                    batch, size = [], 0
-            if batch:
-                self._put(batch, done, written)
-            if number < len(sums):
-                raise Invalid(f"line {number + 1}: gone since the file was checked")
-        except (ContextError, KeyboardInterrupt) as exc:
-            failure = exc if isinstance(exc, ContextError) else ContextError("interrupted")
-            if self.on_conflict == "fail":
-                self._take_back(written, failure)
-            elif done.imported:
-                failure.message += f" (after {done.imported} services were imported)"
-            if failure is exc:
-                raise
-            raise failure from None
+            if checked.top is None:
+                return done
+            written: list[int] = []  # for fail: what to take back if a conflict comes late
+            top = checked.top[1]
+            try:
+                self._put([top], checked, done, written)
+                batch: list[Encoded] = []
+                size = 0
+                for record in records:
+                    if record.service_id == top.service_id:
+                        continue
+                    batch.append(record)
+                    size += len(record.body)
+                    if size >= self.WRITE_BYTES or len(batch) >= self.WRITE_COUNT:
+                        self._put(batch, checked, done, written)
+                        batch, size = [], 0
+                if batch:
+                    self._put(batch, checked, done, written)
+            except (ContextError, KeyboardInterrupt) as exc:
+                failure = exc if isinstance(exc, ContextError) else ContextError("interrupted")
+                if self.on_conflict == "fail":
+                    self._take_back(written, failure)
+                elif done.imported:
+                    failure.message += f" (after {done.imported} services were imported)"
+                if failure is exc:
+                    raise
+                raise failure from None
+        finally:
+            checked.close()
         return done
 
-    def _put(self, batch: list[tuple[int, Doc]], done: Imported, written: list[int]) -> None:
+    def _put(self, batch: list[Encoded], checked: Checked, done: Imported,
+             written: list[int]) -> None:
         try:
-            stored = self.store.put_services([doc for _, doc in batch], self.on_conflict)
+            stored = self.store.put_services(batch, self.on_conflict)
         except Conflict:
-            lines = {doc["service_id"]: number for number, doc in batch}
+            lines = {record.service_id: checked.lines[record.service_id] for record in batch}
             existing = self._existing(lines)
             first = min(existing, key=lines.__getitem__) if existing else None
             raise Conflict(
@@ -592,7 +728,7 @@ class Importer:
         done.imported += stored
         done.skipped += len(batch) - stored
         if self.on_conflict == "fail":
-            written.extend(doc["service_id"] for _, doc in batch)
+            written.extend(record.service_id for record in batch)
 
     def _take_back(self, written: list[int], exc: ContextError) -> None:
         """Remove what this import wrote (for ``fail``), and say so in ``exc``."""

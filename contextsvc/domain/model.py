@@ -108,11 +108,12 @@ RESERVED = frozenset(
 def _render(resource: Doc, fields_: frozenset[str], extensions: list[str] | None) -> Doc:
     # one pass over the stored document, in its order (the id comes first)
     out = {key: value for key, value in resource.items() if key in fields_ and value is not None}
-    data = resource.get("data", {})
-    if extensions is None:
-        out.update(data)
-    else:
-        out.update((key, data[key]) for key in extensions if key in data)
+    data = resource.get("data")
+    if data:
+        if extensions is None:
+            out.update(data)
+        else:
+            out.update((key, data[key]) for key in extensions if key in data)
     return out
 
 
@@ -125,6 +126,15 @@ def ordered(items: Iterable[Doc], key: str) -> list[Doc]:
     return sorted(items, key=lambda item: (item["started"]["timestamp"], item[key]))
 
 
+def _split(items: list[Doc], key: str) -> tuple[list[Doc], list[Doc]]:
+    """(active, completed), each in :func:`ordered` order."""
+    active: list[Doc] = []
+    completed: list[Doc] = []
+    for item in ordered(items, key):
+        (active if is_active(item) else completed).append(item)
+    return active, completed
+
+
 def render_task(task: Doc, args: Doc, service_id: int | None = None) -> Doc:
     out = _render(task, TASK_FIELDS, args.get("extensions"))
     return {"service_id": service_id, **out} if service_id is not None else out
@@ -132,12 +142,14 @@ def render_task(task: Doc, args: Doc, service_id: int | None = None) -> Doc:
 
 def _tasks(tasks: list[Doc], args: Doc) -> Doc:
     out = {}
-    if args.get("active_tasks"):
-        out["active_tasks"] = [render_task(t, args) for t in ordered(tasks, "task_id")
-                               if is_active(t)]
-    if args.get("completed_tasks"):
-        out["completed_tasks"] = [render_task(t, args) for t in ordered(tasks, "task_id")
-                                  if not is_active(t)]
+    want_active, want_completed = args.get("active_tasks"), args.get("completed_tasks")
+    if want_active or want_completed:
+        extensions = args.get("extensions")
+        active, completed = _split(tasks, "task_id")
+        if want_active:
+            out["active_tasks"] = [_render(t, TASK_FIELDS, extensions) for t in active]
+        if want_completed:
+            out["completed_tasks"] = [_render(t, TASK_FIELDS, extensions) for t in completed]
     return out
 
 
@@ -151,17 +163,16 @@ def render_state(state: Doc, doc: Doc, args: Doc, top: bool = True) -> Doc:
 
 
 def render_service(doc: Doc, args: Doc) -> Doc:
-    out = _render(doc, SERVICE_FIELDS, args.get("extensions"))
-    if args.get("active_states") or args.get("completed_states"):
-        states = ordered(doc["states"], "state_id")
-        if args.get("active_states"):
-            out["active_states"] = [render_state(s, doc, args, top=False) for s in states
-                                    if is_active(s)]
-        if args.get("completed_states"):
-            out["completed_states"] = [render_state(s, doc, args, top=False) for s in states
-                                       if not is_active(s)]
-    if args.get("active_tasks") or args.get("completed_tasks"):
-        out.update(_tasks(doc["tasks"], args))
+    extensions = args.get("extensions")
+    out = _render(doc, SERVICE_FIELDS, extensions)
+    want_active, want_completed = args.get("active_states"), args.get("completed_states")
+    if want_active or want_completed:  # states within a service: without their tasks
+        active, completed = _split(doc["states"], "state_id")
+        if want_active:
+            out["active_states"] = [_render(s, STATE_FIELDS, extensions) for s in active]
+        if want_completed:
+            out["completed_states"] = [_render(s, STATE_FIELDS, extensions) for s in completed]
+    out.update(_tasks(doc["tasks"], args))
     return out
 
 

@@ -12,10 +12,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
-from ..errors import NotFound
+from ..errors import NotFound, StoreReplaced
 from ..storage.base import Doc, RequestKey, Selection, ServiceStore, T
+from ..storage.records import decode
 from . import idempotency, lifecycle, timeutil, versions
 from .lifecycle import Policy, utc_now
 
@@ -25,9 +26,34 @@ Clock = Callable[[], datetime]
 Answer = Callable[[Any, Doc], tuple[Any, "dict[str, str] | None"]]
 
 
+def settled(doc: Doc, policy: Policy, now: datetime) -> Doc | None:
+    """``doc`` as it is at ``now``, with its lifecycle fields; None if expired."""
+    if not lifecycle.settle(doc, policy, now):
+        return None
+    doc.update(lifecycle.shown(doc, policy))
+    return doc
+
+
+class Settler(NamedTuple):
+    """Reads documents in their stored form (:meth:`TimedSelection.read_raw`) as the
+    selection they come from reads them: for work done in another process."""
+
+    policy: Policy
+    now: datetime
+
+    def __call__(self, raw: bytes) -> Doc | None:
+        try:
+            doc = decode(raw)
+        except ValueError:  # UnicodeDecodeError included
+            raise StoreReplaced("The data file was changed other than by appending while "
+                                "it was read") from None
+        return settled(doc, self.policy, self.now)
+
+
 class TimedSelection(Selection):
     """A selection whose documents are settled when read; expired ones read as None
-    and are left out when iterating."""
+    and are left out when iterating. Documents read in their stored form
+    (:meth:`read_raw`) are not: its :meth:`settler` reads them."""
 
     def __init__(self, inner: Selection, store: TimedStore, now: datetime):
         self._inner, self._store, self._now = inner, store, now
@@ -42,6 +68,12 @@ class TimedSelection(Selection):
     def read(self, loc: Any) -> Doc | None:  # type: ignore[override]
         return self._store.settled(self._inner.read(loc), self._now)
 
+    def read_raw(self, loc: Any) -> bytes:
+        return self._inner.read_raw(loc)
+
+    def settler(self) -> Settler:
+        return Settler(self._store.policy, self._now)
+
     def close(self) -> None:
         self._inner.close()
 
@@ -55,10 +87,7 @@ class TimedStore:
 
     def settled(self, doc: Doc, now: datetime) -> Doc | None:
         """``doc`` as it is at ``now``, with its lifecycle fields; None if expired."""
-        if not lifecycle.settle(doc, self.policy, now):
-            return None
-        doc.update(lifecycle.shown(doc, self.policy))
-        return doc
+        return settled(doc, self.policy, now)
 
     # ---------------------------------------------------------------- reading
     def get_service(self, sid: int) -> Doc:

@@ -33,6 +33,8 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol, TypeVar
 
+from .records import Encoded
+
 Doc = dict[str, Any]
 T = TypeVar("T")
 MAX_SERVICE_ID = 2**53 - 1
@@ -61,6 +63,8 @@ class Reader(Protocol):
 
     def read(self, loc: Any) -> Doc: ...
 
+    def read_raw(self, loc: Any) -> bytes: ...
+
     def close(self) -> None: ...
 
 
@@ -83,6 +87,11 @@ class Selection:
 
     def read(self, loc: Any) -> Doc:
         return self._reader.read(loc)
+
+    def read_raw(self, loc: Any) -> bytes:
+        """The document in its stored form, which :func:`.records.decode` reads: for
+        work done in another process."""
+        return self._reader.read_raw(loc)
 
     def close(self) -> None:
         self._reader.close()
@@ -199,11 +208,12 @@ class ServiceStore(Protocol):
         It never compacts by itself: a walk of many batches calls :meth:`compact`
         once at its end. Returns (services written, services deleted)."""
 
-    def put_services(self, docs: Iterable[Doc], on_conflict: str = "fail") -> int:
+    def put_services(self, docs: Iterable[Doc | Encoded], on_conflict: str = "fail") -> int:
         """Store documents under the ids they carry (import), in one unit of work;
         later new ids come after them. An id that exists: ``fail`` raises
         ``Conflict`` and stores nothing, ``skip`` keeps the stored one, ``replace``
-        overwrites it. Returns how many were stored."""
+        overwrites it. Returns how many were stored. A document may come already
+        encoded (:func:`~contextsvc.storage.records.encoded`): it is stored as it is."""
 
     # ---------------------------------------------------------------- upkeep
     def periodic(self, name: str, every: float) -> AbstractContextManager[bool]:

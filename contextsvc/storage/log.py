@@ -47,10 +47,12 @@ from .records import (
     NO_KEYS,
     REQUESTS,
     STORE_DOC,
+    Encoded,
     Keys,
     Location,
     encode,
     encode_store_doc,
+    encoded,
     index_keys,
 )
 from .tinydbfiles import import_tinydb_file
@@ -440,39 +442,44 @@ class LogStore:
     def periodic(self, name: str, every: float) -> AbstractContextManager[bool]:
         return self.engine.periodic(name, every)
 
-    def put_services(self, docs: Iterable[Doc], on_conflict: str = "fail") -> int:
+    def put_services(self, docs: Iterable[Doc | Encoded], on_conflict: str = "fail") -> int:
         if on_conflict not in ON_CONFLICT:
             raise ValueError(f"on_conflict: one of {', '.join(ON_CONFLICT)}")
-        docs = list(docs)
-        for doc in docs:
-            sid = doc.get("service_id")
+        records = []
+        for doc in docs:  # encoded before the lock is taken
+            sid = doc.service_id if isinstance(doc, Encoded) else doc.get("service_id")
             if isinstance(sid, bool) or not isinstance(sid, int) or not 0 < sid <= MAX_SERVICE_ID:
                 raise ValueError(f"service_id {sid!r} is not an id from 1 to 2^53 - 1")
+            records.append(doc if isinstance(doc, Encoded) else encoded(doc))
         with self._turn():
             with self.engine.locked(True):
                 self._sync()
-                existing = [doc["service_id"] for doc in docs if doc["service_id"] in self._rows]
+                existing = [r.service_id for r in records if r.service_id in self._rows]
                 if existing and on_conflict == "fail":
                     raise Conflict(f"Service {existing[0]} exists"
                                    + (f" (and {len(existing) - 1} more)" if existing[1:] else "")
                                    + "; nothing was imported")
                 if on_conflict == "skip":
-                    docs = [doc for doc in docs if doc["service_id"] not in self._rows]
-                self._write([(doc["service_id"], doc) for doc in docs])
+                    records = [r for r in records if r.service_id not in self._rows]
+                self._append(records)
             self.engine.sync()
-            return len(docs)
+            return len(records)
 
     def _write(self, items: list[tuple[int, Doc | None]]) -> None:
-        bodies = [(sid, None if doc is None else encode_store_doc(doc) if sid == STORE_DOC
-                   else encode(doc)) for sid, doc in items]
-        for sid, body in bodies:
+        self._append([(sid, None, None) if doc is None else
+                      (sid, encode_store_doc(doc) if sid == STORE_DOC else encode(doc),
+                       index_keys(doc)) for sid, doc in items])
+
+    def _append(self, items: Sequence[tuple[int, bytes | None, Keys | None]]) -> None:
+        """Write bodies (None deletes) with their index keys, and index them."""
+        for sid, body, _ in items:
             if body is not None and len(body) > self.max_service_bytes:
                 raise TooLarge(f"Service {sid} would take {len(body)} bytes, more than the "
                                f"limit of {self.max_service_bytes} ([limits] max_service_bytes)"
                                "; nothing was changed")
-        locations = self.engine.append(bodies)
-        for (sid, doc), loc in zip(items, locations, strict=True):
-            self._apply(sid, loc, None if doc is None else index_keys(doc))
+        locations = self.engine.append([(sid, body) for sid, body, _ in items])
+        for (sid, _, keys), loc in zip(items, locations, strict=True):
+            self._apply(sid, loc, keys)
 
     def compact(self, above: float | None = None) -> bool:
         """Rewrite the file with only the newest version of each live service."""

@@ -820,6 +820,12 @@ class _Reader:
         except ValueError:  # the file was changed in place, by something else
             raise self._log._replaced("was changed other than by appending") from None
 
+    def read_raw(self, loc: Location) -> bytes:
+        raw = os.pread(self._fd, loc[1], loc[0])
+        if len(raw) != loc[1]:
+            raise self._log._replaced("was changed other than by appending")
+        return raw
+
     def close(self) -> None:
         if self._fd >= 0:
             os.close(self._fd)

@@ -126,5 +126,8 @@ class _Reader:
     def read(self, loc: Location) -> dict[str, Any]:
         return decode(self._blobs[loc[0]])
 
+    def read_raw(self, loc: Location) -> bytes:
+        return self._blobs[loc[0]]
+
     def close(self) -> None:
         pass

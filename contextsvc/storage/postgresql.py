@@ -66,7 +66,15 @@ from .base import (
     T,
 )
 from .logfile import LogFile, verify_copy, write_copy
-from .records import REQUESTS, STORE_DOC, decode, encode, encode_store_doc, index_keys
+from .records import (
+    REQUESTS,
+    STORE_DOC,
+    Encoded,
+    decode,
+    encode,
+    encode_store_doc,
+    index_keys,
+)
 
 log = logging.getLogger(__name__)
 
@@ -304,6 +312,9 @@ class _Rows:
 
     def read(self, loc: Any) -> Doc:
         return decode(loc.encode())
+
+    def read_raw(self, loc: Any) -> bytes:
+        return loc.encode()  # the stored text is records.encode's form
 
     def close(self) -> None:
         pass
@@ -726,10 +737,12 @@ class PostgresStore:
             unit.finish()
         return written, deleted
 
-    def put_services(self, docs: Iterable[Doc], on_conflict: str = "fail") -> int:
+    def put_services(self, docs: Iterable[Doc | Encoded], on_conflict: str = "fail") -> int:
         if on_conflict not in ON_CONFLICT:
             raise ValueError(f"on_conflict: one of {', '.join(ON_CONFLICT)}")
-        docs = list(docs)
+        # (documents already encoded save the file engine the encoding; here each
+        # one's columns are taken from the document, so it is read back)
+        docs = [decode(doc.body) if isinstance(doc, Encoded) else doc for doc in docs]
         for doc in docs:
             sid = doc.get("service_id")
             if isinstance(sid, bool) or not isinstance(sid, int) or not 0 < sid <= MAX_SERVICE_ID:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any
+from typing import Any, NamedTuple
 
 # The fields the store indexes, in the order they are written after the id. ``due``
 # is when housekeeping next has work for the service (a timestamp the domain keeps
@@ -72,6 +72,20 @@ def index_keys(doc: dict[str, Any]) -> Keys:
     requests = doc.get(REQUESTS)
     return (doc.get("customer_id"), doc.get("contact_key"), doc.get("due"),
             tuple(requests) if requests else NO_KEYS)
+
+
+class Encoded(NamedTuple):
+    """A service document already in its stored form, with what the store indexes:
+    a store writes it as it is. Import encodes its services in several processes
+    at once (contextsvc.domain.export) and hands these to ``put_services``."""
+
+    service_id: int
+    body: bytes
+    keys: Keys
+
+
+def encoded(doc: dict[str, Any]) -> Encoded:
+    return Encoded(doc["service_id"], encode(doc), index_keys(doc))
 
 
 def _string(raw: bytes | None) -> str | None:

@@ -1,7 +1,6 @@
 """The export form read back (contextsvc/domain/export.py): the import's quick field
-checks agree with the marshmallow declarations they are derived from, a line read
-the second time gives the same document, and the lifecycle moments a service shows
-survive the way back under any configuration."""
+checks agree with the marshmallow declarations they are derived from, and the
+lifecycle moments a service shows survive the way back under any configuration."""
 
 import json
 from datetime import datetime, timedelta, timezone
@@ -68,16 +67,6 @@ def service_line(**extra):
                              "completed": {"timestamp": "2026-01-01T08:00:00Z"}}],
         **extra}
     return json.dumps(rep).encode()
-
-
-@pytest.mark.parametrize("extra", [{}, {"expiration_time": "2026-06-01T00:00:00Z"},
-                                   {"completed": None, "auto_complete_at": "2026-03-02T00:00:00Z"},
-                                   {"completed": {"timestamp": STAMP, "resource_id": None}}])
-def test_a_line_read_again_gives_the_same_document(extra):
-    policy = lifecycle.Policy(auto_complete_after=3600)
-    first = export.document(export.parse(service_line(**extra)), policy, NOW)
-    again = export.document(export.parse(service_line(**extra)), policy, NOW, checked=True)
-    assert json.dumps(first) == json.dumps(again)  # the same keys, in the same order
 
 
 def test_a_line_reads_back_as_the_stored_document():
@@ -186,3 +175,78 @@ def test_the_lifecycle_moments_a_service_shows_come_back_on_import(policy, extra
             assert one.get("completed") == two.get("completed")
     assert back["due"] == lifecycle.timeutil.format(lifecycle.due(back, policy)) if (
         lifecycle.due(back, policy)) else "due" not in back
+
+
+# ------------------------------------------------------------------ checking in blocks
+def memory_store():
+    from contextsvc.config import load
+    from contextsvc.storage import open_store
+
+    return open_store(load({"storage": {"engine": "memory"}}, environ={}))
+
+
+def line(sid, customer="C"):
+    return json.dumps({"service_id": sid, "customer_id": customer,
+                       "started": {"timestamp": STAMP}, "n": sid}).encode() + b"\n"
+
+
+def importer(store, jobs, on_conflict="fail"):
+    checker = export.Importer(store, lifecycle.OFF, NOW, on_conflict, jobs=jobs)
+    checker.BLOCK_LINES = 3  # blocks of three lines, one in two checked by another process
+    return checker
+
+
+@pytest.mark.parametrize("jobs", [1, 2, 3])
+def test_lines_checked_in_blocks_by_several_processes_are_written_in_file_order(jobs):
+    sids = [5, 3, 20, 4, 11, 7, 2, 9, 30, 12, 6]
+    lines = [line(sid) for sid in sids]
+    lines.insert(4, b"\n")
+    store = memory_store()
+    checker = importer(store, jobs)
+    checked = checker.check(lines)
+    assert checked.lines == {sid: n + (n > 4) for n, sid in enumerate(sids, 1)}
+    assert checked.top[0] == 10 and checked.top[1].service_id == 30
+    assert [r.service_id for r in checked.records()] == sids
+    assert checker.load(checked.records(), checked).imported == len(sids)
+    assert [doc["data"]["n"] for doc in store.scan()] == sorted(sids)
+    assert store.last_id() == 30
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+@pytest.mark.parametrize("lines, message", [
+    # a bad line in a later block (another process's) than a repeated id: the repeat
+    ([line(1), line(2), line(3), line(4), line(1), b"{", line(7)],
+     "line 5: service 1 is also on line 1"),
+    # a repeat after the bad line of the same block: the bad line
+    ([line(1), line(2), line(3), b"[]", line(1)], "line 4: not an object"),
+    # a repeat across blocks before a bad line of the repeating line's block
+    ([line(1), line(2), line(3), line(4), line(2), b"{"], "line 5: service 2 is also on line 2"),
+    ([line(1), line(2), line(3), line(4), line(5), line(6), line(2**53)],
+     "line 7: service_id: not an integer"),
+])
+def test_the_first_fault_of_the_file_is_the_one_told_whichever_process_found_it(
+        jobs, lines, message):
+    store = memory_store()
+    with pytest.raises(Invalid) as refused:
+        importer(store, jobs).check(lines)
+    assert refused.value.message.startswith(message), refused.value.message
+    assert store.count() == 0 and store.last_id() == 0
+
+
+# ------------------------------------------------------------------ exporting in blocks
+def test_lines_made_by_several_processes_are_those_made_by_one():
+    from contextsvc.domain.timed import TimedStore
+
+    store = memory_store()
+    docs = [stored(service_id=sid, data={"n": sid}) for sid in range(1, 12)]
+    docs[2]["expires"] = "2026-03-01T11:00:00.000Z"  # expired: never exported
+    docs[5]["completed"] = {"timestamp": "2026-03-01T09:00:00.000Z"}  # not active
+    docs[7]["updated"] = "2026-03-01T10:00:00.000Z"  # idle: completed by time, not active
+    store.put_services(docs)
+    timed = TimedStore(store, lifecycle.Policy(auto_complete_after=3600), lambda: NOW)
+    for selector in (export.Selector(), export.Selector(state="active")):
+        for content in (True, False):
+            one = list(export.lines(timed, selector, content, batch=3))
+            assert list(export.lines(timed, selector, content, batch=3, jobs=2)) == one
+            assert list(export.lines(timed, selector, content, batch=3, jobs=3)) == one
+    assert [int(text) for text in one if text is not None] == [1, 2, 4, 5, 7, 9, 10, 11]

@@ -10,6 +10,7 @@ import pytest
 from contextsvc.config import load
 from contextsvc.errors import Conflict, NotFound, StoreBusy, TooLarge
 from contextsvc.storage import open_store
+from contextsvc.storage.records import decode, encoded
 from tests import pgcluster
 
 ENGINES = ["file", "memory", "postgresql"]
@@ -217,6 +218,16 @@ def test_scan_walks_every_service_in_id_order_in_batches(store):
     assert ids(store.scan(after=live[3], limit=2)) == live[4:6]
 
 
+def test_a_selection_gives_documents_in_their_stored_form_too(store):
+    sids = [create(store, "C", n=i, text="\u00e9\ud800") for i in range(3)]
+    with store.scan() as selection:
+        for sid, loc in selection.rows:
+            raw = selection.read_raw(loc)
+            assert isinstance(raw, bytes)
+            assert decode(raw) == selection.read(loc) == store.get_service(sid)
+    assert len(sids) == 3
+
+
 def test_put_services_keeps_ids_and_moves_the_counter(store):
     create(store, "C")
     assert store.put_services([service(40, "I"), service(7, key="k")]) == 2
@@ -240,6 +251,26 @@ def test_put_services_on_conflict(store):
         store.put_services([service(2**53, "I")])
     with pytest.raises(ValueError):
         store.put_services([service(1, "I")], "merge")
+
+
+def test_put_services_takes_documents_already_encoded(opener):
+    store = opener()
+    records = [encoded(service(9, "I", v=1)), encoded(service(3, key="k", v=2))]
+    assert store.put_services([service(4, "I"), *records]) == 3
+    assert ids(store.customer_services("I")) == [4, 9]
+    assert ids(store.anonymous_services("k")) == [3]
+    assert store.get_service(9)["v"] == 1
+    with pytest.raises(Conflict):
+        store.put_services([encoded(service(3, "I"))])
+    with pytest.raises(ValueError):
+        store.put_services([encoded(service(2**53, "I"))])
+    with pytest.raises(TooLarge):
+        store.put_services([encoded(service(10, "I", pad="x" * 200_000))])
+    assert create(store, "C") == 10
+    if opener.engine in PERSISTENT:
+        again = opener()  # another process reads them back from the file
+        assert ids(again.customer_services("I")) == [4, 9]
+        assert again.get_service(3)["v"] == 2
 
 
 def test_compaction_keeps_every_service(opener):
