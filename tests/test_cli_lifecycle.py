@@ -128,7 +128,9 @@ def test_purge_under_a_running_server_loses_no_write(tmp_path):
 # ------------------------------------------------------------------ sweep
 LIFECYCLE = {"CONTEXTSVC_LIFECYCLE_EXPIRATION": "3s",
              "CONTEXTSVC_LIFECYCLE_AUTO_COMPLETE_AFTER": "1s",
-             "CONTEXTSVC_LIFECYCLE_SWEEP_INTERVAL": "1h"}  # only the command sweeps
+             # only the command sweeps (a server's first sweep would otherwise come
+             # a few seconds after it starts)
+             "CONTEXTSVC_LIFECYCLE_SERVER_SWEEPS": "false"}
 
 
 @pytest.mark.file_engine("reads the data file")
