@@ -5,9 +5,10 @@ write the app acknowledged is on the new primary; requests in between are
 answered 503 with Retry-After, never 500 and never held past the engine's
 timeouts; the app reconnects by itself.
 
-The negative control shows what the check would see if it were not so: with an
+The negative controls show what the check would see if it were not so: with an
 asynchronous standby that stopped receiving, acknowledged writes are lost and the
-check names them.
+check names them; with the synchronous standby down, a write is answered as of
+unknown outcome, not acknowledged.
 
 On real PostgreSQL clusters (tests/pgreplication.py), never a mock; skipped,
 saying why, without PostgreSQL's binaries.
@@ -247,3 +248,49 @@ def test_with_an_asynchronous_standby_that_stopped_receiving_the_check_finds_los
     finally:
         server.stop()
 
+
+def test_with_the_synchronous_standby_down_a_write_is_answered_as_unknown(nodes, tmp_path):
+    """Negative control: PostgreSQL commits on the primary and then waits for the
+    standby, for ever, whatever statement_timeout says. The app gives up after its
+    statement timeout and answers 503: the write may or may not have been made; it
+    is never acknowledged. Reads go on meanwhile; writes are acknowledged again once
+    the standby is back."""
+    primary = Node(SYNCHRONOUS)
+    nodes.append(primary)
+    primary.set(synchronous_standby_names="standby1")
+    standby = primary.standby("standby1", SYNCHRONOUS)
+    nodes.append(standby)
+    primary.wait_streaming("standby1", "sync")
+    schema = pgcluster.fresh_schema()
+    server = Server(str(tmp_path / "app"), workers=2,
+                    extra_env=app_env(multi_host_dsn(primary, standby), schema))
+    try:
+        ledger = Ledger()
+        assert ledger.start(server, "C", 0)[0] == 201
+        sid = next(iter(ledger.started))
+        standby.stop("immediate")
+        answers: list[tuple[int, dict, dict]] = []
+
+        def write(n: int) -> None:
+            answers.append(ledger.start(server, "C", n))
+
+        writers = [threading.Thread(target=write, args=(n,)) for n in (1, 2, 3)]
+        for thread in writers:
+            thread.start()
+        status, body, _ = server.request("GET", f"/services/{sid}", timeout=ANSWER_WITHIN)
+        assert status == 200 and body["n"] == 0
+        update = ledger.update(server, sid, 7)
+        for thread in writers:
+            thread.join()
+        for status, body, headers in [*answers, update]:
+            assert status == 503, body
+            assert headers["Retry-After"].isdigit()
+            assert "may or may not have been made" in body["message"], body
+        assert len(ledger.started) == 1 and ledger.values == {}
+        # committed on the primary all the same: not acknowledged is not undone
+        assert len(documents(primary, schema)) == 4
+        standby.start()
+        primary.wait_streaming("standby1", "sync")
+        assert ledger.start(server, "C", 4)[0] == 201
+    finally:
+        server.stop()

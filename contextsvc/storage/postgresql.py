@@ -42,6 +42,7 @@ import logging
 import os
 import re
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -199,6 +200,69 @@ _BUSY = (pgerrors.LockNotAvailable, pgerrors.QueryCanceled, pgerrors.Serializati
 # after these the connection is not worth keeping: a standby, a server going away
 _DISCARD = (pgerrors.ReadOnlySqlTransaction, pgerrors.AdminShutdown, pgerrors.CrashShutdown,
             pgerrors.IdleInTransactionSessionTimeout, psycopg.OperationalError)
+
+
+class _Watchdog:
+    """Runs an action once its deadline passes, unless disarmed before: one daemon
+    thread per process, for the COMMITs of every store (a thread of its own per
+    COMMIT would cost more than a short COMMIT). Under gevent it is a greenlet."""
+
+    def __init__(self) -> None:
+        self._reset()
+
+    def _reset(self) -> None:  # also in a forked child: the parent's thread is not there
+        self._cond = threading.Condition()
+        self._due: dict[int, tuple[float, Callable[[], None]]] = {}
+        self._running: set[int] = set()
+        self._tokens = 0
+        self._thread: threading.Thread | None = None
+
+    def arm(self, seconds: float, action: Callable[[], None]) -> int:
+        with self._cond:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, daemon=True,
+                                                name="contextsvc-commit-watchdog")
+                self._thread.start()
+            self._tokens += 1
+            deadline = time.monotonic() + seconds
+            if all(deadline < due for due, _ in self._due.values()):
+                self._cond.notify()  # the thread sleeps until a later deadline, or for ever
+            self._due[self._tokens] = (deadline, action)
+            return self._tokens
+
+    def disarm(self, token: int) -> bool:
+        """True when the action will not run; False when it ran, after it ended."""
+        with self._cond:
+            if self._due.pop(token, None) is not None:
+                return True
+            while token in self._running:
+                self._cond.wait()
+            return False
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                now = time.monotonic()
+                expired = [token for token, (due, _) in self._due.items() if due <= now]
+                if not expired:
+                    self._cond.wait(min((due for due, _ in self._due.values()), default=now + 60)
+                                    - now)
+                    continue
+                actions = [(token, self._due.pop(token)[1]) for token in expired]
+                self._running.update(expired)
+            for token, action in actions:
+                try:
+                    action()
+                except Exception:  # the thread must go on watching the others
+                    log.exception("the COMMIT watchdog's action failed")
+                finally:
+                    with self._cond:
+                        self._running.discard(token)
+                        self._cond.notify_all()
+
+
+_watchdog = _Watchdog()
+os.register_at_fork(after_in_child=_watchdog._reset)
 
 
 class _Settings:
@@ -493,7 +557,10 @@ class PostgresStore:
             try:
                 yield conn
                 committing = True
-                conn.execute("COMMIT")
+                if write and not snapshot:
+                    self._commit(conn)
+                else:
+                    conn.execute("COMMIT")
             except BaseException as exc:
                 if not committing and not conn.closed:
                     try:
@@ -505,6 +572,41 @@ class PostgresStore:
                         conn.close()
                     raise self._mapped(exc, committing) from None
                 raise
+
+    def _commit(self, conn: psycopg.Connection) -> None:
+        """COMMIT a write, within ``statement_timeout`` on this side. PostgreSQL does
+        not apply statement_timeout to a COMMIT that waits for a synchronous standby:
+        the transaction is committed on the primary first, then waits for the
+        standby, for ever when the standby is down. Past the bound the wait is
+        cancelled (PostgreSQL then ends the COMMIT with a warning, the transaction
+        committed on the primary and maybe on no standby) and the write is reported
+        as of unknown outcome (StoreFailure, 503), never acknowledged; the
+        connection is closed, so that the cancel reaches no later statement."""
+        if self.settings.statement_timeout <= 0:
+            conn.execute("COMMIT")
+            return
+
+        def cancel() -> None:
+            try:
+                conn.cancel_safe(timeout=max(1.0, self.settings.lock_timeout))
+            except psycopg.Error:
+                pass  # the COMMIT is ended all the same: the connection is closed below
+
+        token = _watchdog.arm(self.settings.statement_timeout, cancel)
+        try:
+            conn.execute("COMMIT")
+        except psycopg.Error:
+            if _watchdog.disarm(token):
+                raise
+            cancelled = True
+        else:
+            cancelled = not _watchdog.disarm(token)
+        if cancelled:
+            conn.close()
+            raise StoreFailure(
+                f"The database did not confirm the write within {self.settings.statement_timeout:g}"
+                " s ([storage] statement_timeout; a synchronous standby that does not answer "
+                "holds every COMMIT): it may or may not have been made")
 
     def _setup_on(self, conn: psycopg.Connection) -> None:
         upgrade(conn, self.schema)
