@@ -69,6 +69,7 @@ class Ledger:
     def __init__(self) -> None:
         self.started: dict[int, tuple[str, int]] = {}
         self.values: dict[int, int] = {}
+        self.twice: list[int] = []  # ids acknowledged for two services
         self.lock = threading.Lock()
 
     def start(self, server: Server, customer: str, n: int) -> tuple[int, dict, dict]:
@@ -77,7 +78,8 @@ class Ledger:
                                                timeout=ANSWER_WITHIN)
         if status == 201:
             with self.lock:
-                assert body["service_id"] not in self.started, "an id handed out twice"
+                if body["service_id"] in self.started:
+                    self.twice.append(body["service_id"])
                 self.started[body["service_id"]] = (customer, n)
         return status, body, headers
 
@@ -197,7 +199,7 @@ def test_a_primary_crash_loses_no_acknowledged_write_and_the_app_reconnects(node
         assert storm.answers[503] > 0, f"no request was answered during the outage: {storm.answers}"
         docs = documents(standby, schema)
         assert storm.ledger.missing(docs) == []
-        assert set(storm.ledger.started) <= set(docs)
+        assert storm.ledger.twice == []
         # the app reads its writes back from the new primary
         status, services, _ = server.request("GET", "/customers/storm0/services")
         assert status == 200
