@@ -378,11 +378,14 @@ class _Rows:
 
 
 class _Unit:
-    """One transaction's writes, and what they change in the counters."""
+    """One transaction's writes, and what they change in the counters. New rows are
+    sent together (one pipeline: an import's batch in one round trip, not one per
+    service), before any other write of the unit and at its end."""
 
     def __init__(self, store: PostgresStore, conn: psycopg.Connection):
         self.store, self.conn, self.t = store, conn, store._t
         self.services = self.bytes = self.garbage = 0
+        self.rows: list[tuple[Any, ...]] = []
 
     def body(self, sid: int, doc: Doc) -> str:
         body = encode(doc).decode("ascii")
@@ -400,21 +403,33 @@ class _Unit:
                 None if service_type is None or isinstance(service_type, (dict, list))
                 else str(service_type))
 
-    def insert(self, sid: int, doc: Doc) -> None:
+    def insert(self, sid: int, doc: Doc) -> str:
+        """Insert ``doc`` (sent with the unit's other new rows); returns its text."""
         body = self.body(sid, doc)
-        self.conn.execute(self.t["insert"], (sid, body, len(body), *self.columns(doc)))
+        self.rows.append((sid, body, len(body), *self.columns(doc)))
         self.requests(sid, {}, doc)
         self.services += 1
         self.bytes += len(body)
+        return body
+
+    def flush(self) -> None:
+        if len(self.rows) == 1:
+            self.conn.execute(self.t["insert"], self.rows[0])
+        elif self.rows:
+            with self.conn.cursor() as cur:
+                cur.executemany(self.t["insert"], self.rows)
+        self.rows = []
 
     def update(self, sid: int, doc: Doc, old: dict[str, str], old_bytes: int) -> None:
         body = self.body(sid, doc)
+        self.flush()
         self.conn.execute(self.t["update"], (body, len(body), old_bytes, *self.columns(doc), sid))
         self.requests(sid, old, doc)
         self.bytes += len(body) - old_bytes
         self.garbage += old_bytes
 
     def delete(self, sid: int, old_bytes: int) -> None:
+        self.flush()
         self.conn.execute(self.t["delete"], (sid,))
         self.conn.execute(self.t["drop_requests"], (sid,))
         self.services -= 1
@@ -436,6 +451,7 @@ class _Unit:
                 cur.executemany(self.t["put_request"], changed)
 
     def finish(self) -> None:
+        self.flush()
         if self.services or self.bytes or self.garbage:
             self.conn.execute(self.t["count"], (self.services, self.bytes, self.garbage, SHARDS))
 
@@ -860,8 +876,8 @@ class PostgresStore:
                     body, size = existing[sid]
                     unit.update(sid, doc, _records(decode(body.encode())), size)
                 else:
-                    unit.insert(sid, doc)
-                    existing[sid] = (encode(doc).decode("ascii"), 0)
+                    body = unit.insert(sid, doc)
+                    existing[sid] = (body, len(body))
             unit.finish()
             conn.execute(self._t["move_ids"], (max(ids),) * 2)
         return len(docs)
