@@ -233,8 +233,12 @@ def _read_environ(environ: Mapping[str, str]) -> dict[str, dict[str, str]]:
 
 
 def load(test_config: Mapping[str, Mapping[str, Any]] | None = None,
-         environ: Mapping[str, str] | None = None) -> dict[str, dict[str, Any]]:
-    """Return the settings as ``{section: {key: value}}``."""
+         environ: Mapping[str, str] | None = None, *,
+         import_engine: bool = True) -> dict[str, dict[str, Any]]:
+    """Return the settings as ``{section: {key: value}}``. With ``import_engine``
+    false, the settings of the postgresql engine that need its driver (psycopg) to
+    be checked are left unchecked, and psycopg is not imported (for gunicorn's
+    master: see contextsvc/gunicorn_conf.py)."""
     environ = os.environ if environ is None else environ
     # each layer: its values, and how to name the source of one of them in a message
     layers: list[tuple[Mapping[str, Mapping[str, Any]], Callable[[str, str], str]]] = []
@@ -291,7 +295,7 @@ def load(test_config: Mapping[str, Mapping[str, Any]] | None = None,
     if settings["storage"]["engine"] not in ENGINES:
         raise ConfigError(f"{source['storage', 'engine']}: expected one of "
                           f"{', '.join(ENGINES)}, got {settings['storage']['engine']!r}")
-    if settings["storage"]["engine"] == "postgresql":
+    if settings["storage"]["engine"] == "postgresql" and import_engine:
         _check_postgresql(settings["storage"], source)
     if not settings["lifecycle"]["sweep_interval"]:
         raise ConfigError(f"{source['lifecycle', 'sweep_interval']}: a duration is required")

@@ -25,9 +25,11 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import os
 import socket
 import sys
 import time
+import traceback
 from typing import Any
 
 from gunicorn import util
@@ -38,7 +40,8 @@ from contextsvc.api.errors import error_body, exception_name
 # Names without a leading underscore are gunicorn settings (gunicorn ignores the
 # names it does not know; "config" would be one it knows).
 try:
-    _settings = _config.load()
+    # psycopg is imported in the workers only (see _check_database)
+    _settings = _config.load(import_engine=False)
 except _config.ConfigError as _exc:
     _config.exit_on(_exc)
 
@@ -118,35 +121,67 @@ def on_starting(server: Any) -> None:
     environment after this module was imported: check the configuration again with
     them, so that they too stop the server in one line rather than in each worker."""
     try:
-        settings = _config.load()
+        settings = _config.load(import_engine=False)
     except _config.ConfigError as exc:
         _config.exit_on(exc)
     if settings["storage"]["engine"] == "postgresql":
-        _check_database(settings)
+        _check_database()
     if settings["storage"]["engine"] == "memory" and server.cfg.workers > 1:
         server.log.warning("[storage] engine = memory with %d workers: each worker has its "
                            "own data, so a request may not see an earlier one's writes; "
                            "use -w 1", server.cfg.workers)
 
 
-def _check_database(settings: dict[str, Any]) -> None:
-    """With engine = postgresql, connect once in the master, before any worker forks,
-    and create or upgrade the schema: a database that cannot be reached stops
-    gunicorn with libpq's reason in one line (never the password), exit status 1.
+def _check_database() -> None:
+    """With engine = postgresql, check its settings, connect once before any worker
+    forks, and create or upgrade the schema: a setting that cannot be used stops
+    gunicorn as any other does (exit status 78), and a database that cannot be
+    reached with libpq's reason in one line (never the password), exit status 1.
     Later, workers connect by themselves (each its own pool, made after the fork),
-    and a database lost meanwhile makes requests answer 503."""
+    and a database lost meanwhile makes requests answer 503.
+
+    This runs in a child process of the master, so that the master never imports
+    psycopg: psycopg chooses how it waits for the server when it is first imported,
+    and it waits cooperatively only if gevent has patched the standard library by
+    then (psycopg/psycopg#527). Imported in the master, it would be imported before
+    the gevent workers patch it, and each wait for the database would hold up every
+    request of its worker."""
+    pid = os.fork()
+    if pid == 0:
+        status = 1
+        try:
+            status = _check_database_here()
+        except SystemExit as exc:
+            status = exc.code if isinstance(exc.code, int) else 1
+        except BaseException:
+            traceback.print_exc()
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(status)
+    code = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+    if code != 0:
+        raise SystemExit(code if code > 0 else 1)
+
+
+def _check_database_here() -> int:
     from contextsvc.errors import ContextError
     from contextsvc.storage import open_postgresql
 
+    try:
+        settings = _config.load()
+    except _config.ConfigError as exc:
+        _config.exit_on(exc)
     store = open_postgresql(settings, setup=False)
     try:
         store.upgrade()
     except ContextError as exc:
         print(f"contextsvc: error: [storage] dsn: {store.describe()}: {exc.message}",
               file=sys.stderr, flush=True)
-        raise SystemExit(1) from None
+        return 1
     finally:
         store.close()
+    return 0
 
 
 def exposed(listeners: Any) -> list[str]:
@@ -169,7 +204,7 @@ def when_ready(server: Any) -> None:
     machines and has no API key: anyone who can reach it can then read and change
     every service (API.md 8.1)."""
     try:
-        settings = _config.load()
+        settings = _config.load(import_engine=False)
     except _config.ConfigError:
         return  # on_starting has stopped the server already
     if settings[_config.API_KEYS]:

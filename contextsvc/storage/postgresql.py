@@ -42,6 +42,7 @@ import logging
 import os
 import re
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -80,6 +81,11 @@ log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
 SHARDS = 16  # rows of the counters table
+# How long the pool retries a connection it lost (after 1, 2, 4... s) before giving
+# it up. psycopg-pool's default (5 min) lets the delays grow with the outage: a
+# database back after 20 s was used 8 s later. Given up sooner, a lost connection
+# is replaced on demand: the next request that waits starts a new attempt at once.
+RECONNECT_TIMEOUT = 5.0
 _SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 
 
@@ -210,6 +216,69 @@ _DISCARD = (pgerrors.ReadOnlySqlTransaction, pgerrors.AdminShutdown, pgerrors.Cr
             pgerrors.IdleInTransactionSessionTimeout, psycopg.OperationalError)
 
 
+class _Watchdog:
+    """Runs an action once its deadline passes, unless disarmed before: one daemon
+    thread per process, for the COMMITs of every store (a thread of its own per
+    COMMIT would cost more than a short COMMIT). Under gevent it is a greenlet."""
+
+    def __init__(self) -> None:
+        self._reset()
+
+    def _reset(self) -> None:  # also in a forked child: the parent's thread is not there
+        self._cond = threading.Condition()
+        self._due: dict[int, tuple[float, Callable[[], None]]] = {}
+        self._running: set[int] = set()
+        self._tokens = 0
+        self._thread: threading.Thread | None = None
+
+    def arm(self, seconds: float, action: Callable[[], None]) -> int:
+        with self._cond:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, daemon=True,
+                                                name="contextsvc-commit-watchdog")
+                self._thread.start()
+            self._tokens += 1
+            deadline = time.monotonic() + seconds
+            if all(deadline < due for due, _ in self._due.values()):
+                self._cond.notify()  # the thread sleeps until a later deadline, or for ever
+            self._due[self._tokens] = (deadline, action)
+            return self._tokens
+
+    def disarm(self, token: int) -> bool:
+        """True when the action will not run; False when it ran, after it ended."""
+        with self._cond:
+            if self._due.pop(token, None) is not None:
+                return True
+            while token in self._running:
+                self._cond.wait()
+            return False
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                now = time.monotonic()
+                expired = [token for token, (due, _) in self._due.items() if due <= now]
+                if not expired:
+                    self._cond.wait(min((due for due, _ in self._due.values()), default=now + 60)
+                                    - now)
+                    continue
+                actions = [(token, self._due.pop(token)[1]) for token in expired]
+                self._running.update(expired)
+            for token, action in actions:
+                try:
+                    action()
+                except Exception:  # the thread must go on watching the others
+                    log.exception("the COMMIT watchdog's action failed")
+                finally:
+                    with self._cond:
+                        self._running.discard(token)
+                        self._cond.notify_all()
+
+
+_watchdog = _Watchdog()
+os.register_at_fork(after_in_child=_watchdog._reset)
+
+
 class _Settings:
     def __init__(self, dsn: str, pool_min: int, pool_max: int, lock_timeout: float,
                  statement_timeout: float):
@@ -261,7 +330,7 @@ def _acquire(settings: _Settings) -> _Shared:
                 settings.dsn, min_size=settings.pool_min, max_size=settings.pool_max,
                 kwargs={"autocommit": True}, configure=settings.configure,
                 check=ConnectionPool.check_connection, timeout=settings.lock_timeout,
-                name="contextsvc", open=False)
+                reconnect_timeout=RECONNECT_TIMEOUT, name="contextsvc", open=False)
             shared = _shared[settings.key()] = _Shared(os.getpid(), pool)
             # open=False then open(wait=False): connecting happens in the background
             # and a database that is down now does not stop the process
@@ -321,11 +390,14 @@ class _Rows:
 
 
 class _Unit:
-    """One transaction's writes, and what they change in the counters."""
+    """One transaction's writes, and what they change in the counters. New rows are
+    sent together (one pipeline: an import's batch in one round trip, not one per
+    service), before any other write of the unit and at its end."""
 
     def __init__(self, store: PostgresStore, conn: psycopg.Connection):
         self.store, self.conn, self.t = store, conn, store._t
         self.services = self.bytes = self.garbage = 0
+        self.rows: list[tuple[Any, ...]] = []
 
     def body(self, sid: int, doc: Doc) -> str:
         body = encode(doc).decode("ascii")
@@ -343,21 +415,33 @@ class _Unit:
                 None if service_type is None or isinstance(service_type, (dict, list))
                 else str(service_type))
 
-    def insert(self, sid: int, doc: Doc) -> None:
+    def insert(self, sid: int, doc: Doc) -> str:
+        """Insert ``doc`` (sent with the unit's other new rows); returns its text."""
         body = self.body(sid, doc)
-        self.conn.execute(self.t["insert"], (sid, body, len(body), *self.columns(doc)))
+        self.rows.append((sid, body, len(body), *self.columns(doc)))
         self.requests(sid, {}, doc)
         self.services += 1
         self.bytes += len(body)
+        return body
+
+    def flush(self) -> None:
+        if len(self.rows) == 1:
+            self.conn.execute(self.t["insert"], self.rows[0])
+        elif self.rows:
+            with self.conn.cursor() as cur:
+                cur.executemany(self.t["insert"], self.rows)
+        self.rows = []
 
     def update(self, sid: int, doc: Doc, old: dict[str, str], old_bytes: int) -> None:
         body = self.body(sid, doc)
+        self.flush()
         self.conn.execute(self.t["update"], (body, len(body), old_bytes, *self.columns(doc), sid))
         self.requests(sid, old, doc)
         self.bytes += len(body) - old_bytes
         self.garbage += old_bytes
 
     def delete(self, sid: int, old_bytes: int) -> None:
+        self.flush()
         self.conn.execute(self.t["delete"], (sid,))
         self.conn.execute(self.t["drop_requests"], (sid,))
         self.services -= 1
@@ -379,6 +463,7 @@ class _Unit:
                 cur.executemany(self.t["put_request"], changed)
 
     def finish(self) -> None:
+        self.flush()
         if self.services or self.bytes or self.garbage:
             self.conn.execute(self.t["count"], (self.services, self.bytes, self.garbage, SHARDS))
 
@@ -507,7 +592,10 @@ class PostgresStore:
             try:
                 yield conn
                 committing = True
-                conn.execute("COMMIT")
+                if write and not snapshot:
+                    self._commit(conn)
+                else:
+                    conn.execute("COMMIT")
             except BaseException as exc:
                 if not committing and not conn.closed:
                     try:
@@ -519,6 +607,41 @@ class PostgresStore:
                         conn.close()
                     raise self._mapped(exc, committing) from None
                 raise
+
+    def _commit(self, conn: psycopg.Connection) -> None:
+        """COMMIT a write, within ``statement_timeout`` on this side. PostgreSQL does
+        not apply statement_timeout to a COMMIT that waits for a synchronous standby:
+        the transaction is committed on the primary first, then waits for the
+        standby, for ever when the standby is down. Past the bound the wait is
+        cancelled (PostgreSQL then ends the COMMIT with a warning, the transaction
+        committed on the primary and maybe on no standby) and the write is reported
+        as of unknown outcome (StoreFailure, 503), never acknowledged; the
+        connection is closed, so that the cancel reaches no later statement."""
+        if self.settings.statement_timeout <= 0:
+            conn.execute("COMMIT")
+            return
+
+        def cancel() -> None:
+            try:
+                conn.cancel_safe(timeout=max(1.0, self.settings.lock_timeout))
+            except psycopg.Error:
+                pass  # the COMMIT is ended all the same: the connection is closed below
+
+        token = _watchdog.arm(self.settings.statement_timeout, cancel)
+        try:
+            conn.execute("COMMIT")
+        except psycopg.Error:
+            if _watchdog.disarm(token):
+                raise
+            cancelled = True
+        else:
+            cancelled = not _watchdog.disarm(token)
+        if cancelled:
+            conn.close()
+            raise StoreFailure(
+                f"The database did not confirm the write within {self.settings.statement_timeout:g}"
+                " s ([storage] statement_timeout; a synchronous standby that does not answer "
+                "holds every COMMIT): it may or may not have been made")
 
     def _setup_on(self, conn: psycopg.Connection) -> None:
         upgrade(conn, self.schema)
@@ -769,8 +892,8 @@ class PostgresStore:
                     body, size = existing[sid]
                     unit.update(sid, doc, _records(decode(body.encode())), size)
                 else:
-                    unit.insert(sid, doc)
-                    existing[sid] = (encode(doc).decode("ascii"), 0)
+                    body = unit.insert(sid, doc)
+                    existing[sid] = (body, len(body))
             unit.finish()
             conn.execute(self._t["move_ids"], (max(ids),) * 2)
         return len(docs)
