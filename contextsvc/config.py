@@ -302,12 +302,13 @@ def load(test_config: Mapping[str, Mapping[str, Any]] | None = None,
     if not settings["idempotency"]["retention"]:
         raise ConfigError(f"{source['idempotency', 'retention']}: a duration is required")
     settings["storage"]["path"] = os.path.abspath(settings["storage"]["path"])
-    settings[TENANTS] = _tenants(tenant_lines, settings["storage"]["engine"])
+    settings[TENANTS] = _tenants(tenant_lines, settings["storage"]["engine"], import_engine)
     settings[API_KEYS] = _checked_keys(keys, key_source, settings[TENANTS])
     return settings
 
 
-def _tenants(lines: dict[str, tuple[str, str]], engine: str) -> tenancy.Tenants:
+def _tenants(lines: dict[str, tuple[str, str]], engine: str,
+             import_engine: bool = True) -> tenancy.Tenants:
     """``[tenants]``, with the data files of the file engine as absolute paths, each
     in a directory that exists and none shared by two tenants (their services
     would mix, and ids would be handed out twice)."""
@@ -318,7 +319,9 @@ def _tenants(lines: dict[str, tuple[str, str]], engine: str) -> tenancy.Tenants:
         where = lines[key][1] if key in lines else f"[{TENANTS}] {key}"
         raise ConfigError(f"{where}: {message}") from None
     if engine == "postgresql":
-        return _tenant_schemas(tenants, lines)
+        # (its schema names are checked by the engine's module, which imports
+        # psycopg: not in gunicorn's master, see load)
+        return _tenant_schemas(tenants, lines) if tenants and import_engine else tenants
     if engine != "file":
         return tenants
     found: dict[str, str] = {}

@@ -222,9 +222,14 @@ class _Watchdog:
     COMMIT would cost more than a short COMMIT). Under gevent it is a greenlet."""
 
     def __init__(self) -> None:
-        self._reset()
+        self._pid = 0
 
-    def _reset(self) -> None:  # also in a forked child: the parent's thread is not there
+    def _reset(self) -> None:
+        # Made in the process that uses it, on first use: a forked child has not the
+        # parent's thread, and a gevent worker patches threading after the fork, so
+        # a Condition made at the fork would mix real and patched locks ("cannot
+        # notify on un-acquired lock").
+        self._pid = os.getpid()
         self._cond = threading.Condition()
         self._due: dict[int, tuple[float, Callable[[], None]]] = {}
         self._running: set[int] = set()
@@ -232,6 +237,8 @@ class _Watchdog:
         self._thread: threading.Thread | None = None
 
     def arm(self, seconds: float, action: Callable[[], None]) -> int:
+        if self._pid != os.getpid():
+            self._reset()
         with self._cond:
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, daemon=True,
@@ -276,7 +283,6 @@ class _Watchdog:
 
 
 _watchdog = _Watchdog()
-os.register_at_fork(after_in_child=_watchdog._reset)
 
 
 class _Settings:
