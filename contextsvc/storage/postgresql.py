@@ -590,15 +590,17 @@ class PostgresStore:
         return StoreFailure(f"The database failed: {message}; nothing was changed")
 
     @contextmanager
-    def _unit(self, write: bool = True, snapshot: bool = False
+    def _unit(self, write: bool = True, snapshot: bool = False, begin: bool = True
               ) -> Iterator[psycopg.Connection]:
         """One transaction. A connection lost during COMMIT leaves its outcome unknown:
-        that is reported (StoreFailure, 503), never retried here."""
+        that is reported (StoreFailure, 503), never retried here. Without ``begin``,
+        the caller sends BEGIN with its first statements (one round trip fewer)."""
         with self._connection() as conn:
             if not self._ready:
                 self._setup_on(conn)
-            conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY" if snapshot
-                         else "BEGIN" if write else "BEGIN READ ONLY")
+            if begin:
+                conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY" if snapshot
+                             else "BEGIN" if write else "BEGIN READ ONLY")
             committing = False
             try:
                 yield conn
@@ -732,11 +734,16 @@ class PostgresStore:
         make two unrelated callers take turns)."""
         conn.execute(self._t["lock"], (self._lock_name(kind, name),))
 
-    def _new_ids(self, conn: psycopg.Connection, n: int) -> list[int]:
+    def _new_ids(self, conn: psycopg.Connection, n: int, begin: bool = False) -> list[int]:
+        """``n`` new ids; with ``begin``, BEGIN the transaction first."""
         if n == 0:
+            if begin:
+                conn.execute("BEGIN")
             return []
         try:
-            with conn.pipeline():  # one round trip for both
+            with conn.pipeline():  # one round trip for all
+                if begin:
+                    conn.execute("BEGIN")
                 # shared: an import (exclusive) moves the sequence only when no one
                 # draws from it
                 conn.execute(self._t["lock_shared"], (self._lock_name("ids", ""),))
@@ -752,11 +759,13 @@ class PostgresStore:
     def create_services(self, builds: Iterable[Callable[[int], Doc]],
                         key: RequestKey | None = None) -> list[Doc]:
         builds = list(builds)
-        with self._unit() as conn:
+        # without a key to look up first, BEGIN goes with the ids' round trip
+        with self._unit(begin=key is not None) as conn:
             self._check(conn, key)
             unit = _Unit(self, conn)
             docs = []
-            for sid, build in zip(self._new_ids(conn, len(builds)), builds, strict=True):
+            ids = self._new_ids(conn, len(builds), begin=key is None)
+            for sid, build in zip(ids, builds, strict=True):
                 doc = build(sid)
                 unit.insert(sid, doc)
                 docs.append(doc)
