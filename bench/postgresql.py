@@ -20,7 +20,9 @@ Each round, in alternating order, runs ``gunicorn -w 4`` (each under wrk -t2
 * the postgresql engine on an empty schema (start-service), on the small schema
   (customer query) and on the large one (start-service, customer query);
 * two app servers on one empty schema, each under its own wrk at once
-  (start-service, aggregate).
+  (start-service, aggregate); then one app server, and two, with each app
+  server's processes pinned to a core of its own (as if each had a machine; on
+  two cores, two unpinned app servers share the CPU one already saturates).
 
 Every store is swept once with ``contextsvc sweep --full`` before its servers
 start, so that no server runs the daily refresh during a load.
@@ -54,9 +56,11 @@ from tests.pgreplication import Node  # noqa: E402
 COMMAND = shutil.which("contextsvc", path=os.path.dirname(sys.executable)) or "contextsvc"
 # a durable cluster (PostgreSQL's defaults for these, spelled out), with memory and
 # WAL room for a million services on a machine of 23 GB shared with others
+# (wal_compression: the full-page images written after each checkpoint, one per
+# index page a random key lands on, are most of the WAL of a write to a large table)
 DURABLE = {"fsync": "on", "synchronous_commit": "on", "full_page_writes": "on",
-           "shared_buffers": "1GB", "effective_cache_size": "4GB", "max_wal_size": "8GB",
-           "checkpoint_timeout": "30min"}
+           "wal_compression": "lz4", "shared_buffers": "1GB", "effective_cache_size": "4GB",
+           "max_wal_size": "8GB", "checkpoint_timeout": "30min"}
 LARGE, SMALL = "bench_large", "bench_small"
 
 
@@ -129,7 +133,7 @@ def measure(node: Node, system: str, size: int, schema: str | None, workdir: str
         LogStore(LogFile(os.path.join(workdir, "cs.json"))).close()  # a new, empty store
         envs = [{"CONTEXTSVC_STORAGE_PATH": os.path.join(workdir, "cs.json")}]
     else:
-        envs = [pg_env(node, schema)] * (2 if system == "postgresql x2" else 1)
+        envs = [pg_env(node, schema)] * (2 if system.startswith("postgresql x2") else 1)
     if size == 0:
         sweep_full(envs[0])
     node.psql("CHECKPOINT")
@@ -138,6 +142,9 @@ def measure(node: Node, system: str, size: int, schema: str | None, workdir: str
     try:
         for env in envs:
             servers.append(Server("wsgi:app", env, log=os.path.join(workdir, "gunicorn.log")))
+        if system.endswith("(1 core each)"):
+            for cpu, server in enumerate(servers):
+                pin(server, cpu)
         for load in loads:
             script = {"start": "start.lua", "query": "query.lua"}[load]
             for warm in (True, False):
@@ -161,6 +168,15 @@ def measure(node: Node, system: str, size: int, schema: str | None, workdir: str
     return row
 
 
+def pin(server: Server, cpu: int) -> None:
+    """Run the server's master and workers on one CPU only: as if each app server
+    had a machine (a core) of its own, the database and wrk having the rest."""
+    children = subprocess.run(["pgrep", "-P", str(server.proc.pid)], capture_output=True,
+                              text=True).stdout.split()
+    for pid in [server.proc.pid, *map(int, children)]:
+        os.sched_setaffinity(pid, {cpu})
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -181,6 +197,7 @@ def main() -> None:
     if not shutil.which("wrk"):
         sys.exit("bench/postgresql.py: wrk is not installed (apt-get install wrk)")
 
+    load_before = f"{os.getloadavg()[0]:.1f}"
     node = Node(DURABLE, name="bench")
     results: dict[str, list[dict]] = {}
     try:
@@ -192,7 +209,9 @@ def main() -> None:
         footprint = sizes(node, LARGE)
         plan = [("file", "empty", ("start",)), ("postgresql", "empty", ("start",)),
                 ("postgresql", "small", ("query",)), ("postgresql", "large", ("start", "query")),
-                ("postgresql x2", "empty", ("start",))]
+                ("postgresql x2", "empty", ("start",)),
+                ("postgresql (1 core each)", "empty", ("start",)),
+                ("postgresql x2 (1 core each)", "empty", ("start",))]
         size_of = {"empty": 0, "small": args.small, "large": args.services}
         for round_ in range(args.rounds):
             for system, size_key, loads in (plan if round_ % 2 == 0 else plan[::-1]):
@@ -220,14 +239,16 @@ def main() -> None:
                     r[load]["wal_per_request"] for r in rounds)[len(rounds) // 2]
     print(f"\nmachine: {platform.machine()}, {os.cpu_count()} cores, Python "
           f"{platform.python_version()}, PostgreSQL {version} (fsync, synchronous_commit, "
-          f"full_page_writes on; shared_buffers {DURABLE['shared_buffers']}); gunicorn -w 4, "
+          f"full_page_writes on; wal_compression {DURABLE['wal_compression']}; shared_buffers "
+          f"{DURABLE['shared_buffers']}); load average {load_before} before the run, "
+          f"{os.getloadavg()[0]:.1f} after; gunicorn -w 4, "
           f"wrk -t2 -c{args.connections} per server, {args.seconds} s per load; median of "
           f"{args.rounds} interleaved rounds")
-    print(f"\n{'engine':<14} {'services':>9} | {'start req/s':>9} {'p50 ms':>8} {'p99 ms':>8} | "
+    print(f"\n{'engine':<27} {'services':>9} | {'start req/s':>9} {'p50 ms':>8} {'p99 ms':>8} | "
           f"{'query req/s':>9} {'p50 ms':>8} {'p99 ms':>8}")
     for system, size_key, _ in plan:
         r = rows[f"{system}/{size_key}"]
-        print(f"{system:<14} {size_of[size_key]:>9,} | {fmt(r.get('start'))} | "
+        print(f"{system:<27} {size_of[size_key]:>9,} | {fmt(r.get('start'))} | "
               f"{fmt(r.get('query'))}")
 
     def rps(key: str, load: str = "start") -> float:
@@ -244,15 +265,19 @@ def main() -> None:
          "<= 1.5"),
         ("start: two app servers / one (aggregate)",
          rps("postgresql x2/empty") / rps("postgresql/empty"), ">= 1.5"),
+        ("  the same, each app server on one core",
+         rps("postgresql x2 (1 core each)/empty") / rps("postgresql (1 core each)/empty"),
+         ">= 1.5"),
     ]
-    print("\nratio" + " " * 45 + "value  target")
+    print("\nratio" + " " * 51 + "value  target")
     for name, value, target in checks:
         op, bound = target.split()
         ok = value >= float(bound) if op == ">=" else value <= float(bound)
-        print(f"{name:<49} {value:6.2f}  {target:<7} {'met' if ok else 'NOT MET'}")
-    each = [r["start"].get("each_rps") for r in results["postgresql x2/empty"]]
-    print(f"\ntwo app servers, req/s of each per round: "
-          f"{', '.join(' + '.join(f'{x:.0f}' for x in pair) for pair in each)}")
+        print(f"{name:<55} {value:6.2f}  {target:<7} {'met' if ok else 'NOT MET'}")
+    for key in ("postgresql x2/empty", "postgresql x2 (1 core each)/empty"):
+        each = [r["start"].get("each_rps") for r in results[key]]
+        print(f"{key.split('/')[0]}, req/s of each server per round: "
+              f"{', '.join(' + '.join(f'{x:.0f}' for x in pair) for pair in each)}")
     print(f"writes/s (start-service, one transaction each): "
           f"{rps('postgresql/empty'):,.0f} empty, {rps('postgresql/large'):,.0f} at {big:,}, "
           f"{rps('postgresql x2/empty'):,.0f} through two app servers")
