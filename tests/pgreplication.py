@@ -36,15 +36,17 @@ FAST = {"fsync": "off", "full_page_writes": "off"}
 class Node(Cluster):
     """One cluster of a replicated set. ``Node(settings)`` makes a primary;
     ``node.standby(name, settings)`` a standby streaming from it, named ``name``
-    (its ``application_name``, what ``synchronous_standby_names`` lists)."""
+    (its ``application_name``, what ``synchronous_standby_names`` lists). Its files
+    go to a new directory under ``parent`` (the system's temporary directory by
+    default)."""
 
     def __init__(self, settings: dict[str, str] | None = None, *, name: str = "primary",
-                 source: Node | None = None) -> None:
+                 source: Node | None = None, parent: str | None = None) -> None:
         # Cluster.__init__ makes a primary with settings of its own: not called
         self.bin = bindir()
         assert self.bin is not None
         self.name = name
-        self.dir = tempfile.mkdtemp(prefix=f"contextsvc-pg-{name}-")
+        self.dir = tempfile.mkdtemp(prefix=f"contextsvc-pg-{name}-", dir=parent)
         self.port = free_port()
         self.data = os.path.join(self.dir, "data")
         self._as = []

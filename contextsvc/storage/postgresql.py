@@ -43,6 +43,7 @@ import os
 import re
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -86,6 +87,9 @@ SHARDS = 16  # rows of the counters table
 # database back after 20 s was used 8 s later. Given up sooner, a lost connection
 # is replaced on demand: the next request that waits starts a new attempt at once.
 RECONNECT_TIMEOUT = 5.0
+# A connection of the pool idle for longer than this is checked (a round trip)
+# before it is used: the server may have gone meanwhile (a restart, a failover).
+IDLE_CHECK = 1.0
 _SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 
 
@@ -321,6 +325,19 @@ class _Shared:
     running: set[str] = field(default_factory=set)
 
 
+_last_used: weakref.WeakKeyDictionary[psycopg.Connection, float] = weakref.WeakKeyDictionary()
+
+
+def _check_idle(conn: psycopg.Connection) -> None:
+    """The pool's check of a connection it hands out: a round trip when the connection
+    has been idle for more than IDLE_CHECK s, none for one used just now (under load,
+    a check of every connection was one round trip of the five of a start-service).
+    A connection that went away unnoticed all the same fails its request like any
+    lost connection (503) and is replaced."""
+    if time.monotonic() - _last_used.get(conn, 0.0) > IDLE_CHECK:
+        ConnectionPool.check_connection(conn)
+
+
 _shared: dict[tuple[Any, ...], _Shared] = {}
 _shared_lock = threading.Lock()
 
@@ -335,7 +352,7 @@ def _acquire(settings: _Settings) -> _Shared:
             pool = ConnectionPool(
                 settings.dsn, min_size=settings.pool_min, max_size=settings.pool_max,
                 kwargs={"autocommit": True}, configure=settings.configure,
-                check=ConnectionPool.check_connection, timeout=settings.lock_timeout,
+                check=_check_idle, timeout=settings.lock_timeout,
                 reconnect_timeout=RECONNECT_TIMEOUT, name="contextsvc", open=False)
             shared = _shared[settings.key()] = _Shared(os.getpid(), pool)
             # open=False then open(wait=False): connecting happens in the background
@@ -469,9 +486,15 @@ class _Unit:
                 cur.executemany(self.t["put_request"], changed)
 
     def finish(self) -> None:
-        self.flush()
-        if self.services or self.bytes or self.garbage:
-            self.conn.execute(self.t["count"], (self.services, self.bytes, self.garbage, SHARDS))
+        if not (self.services or self.bytes or self.garbage):
+            self.flush()
+            return
+        figures = (self.services, self.bytes, self.garbage)
+        with self.conn.pipeline():  # the new rows and the counters in one round trip
+            self.flush()
+            counted = self.conn.execute(self.t["count_free"], (*figures, SHARDS))
+        if counted.rowcount == 0:  # every row was taken: wait for this process's own
+            self.conn.execute(self.t["count"], (*figures, SHARDS))
 
 
 class PostgresStore:
@@ -561,6 +584,8 @@ class PostgresStore:
                     if not isinstance(exc, _BUSY):
                         conn.close()
                     raise
+                finally:
+                    _last_used[conn] = time.monotonic()
         except PoolTimeout:
             raise StoreBusy(f"No database connection within {self.settings.lock_timeout:g} s "
                             "([storage] lock_timeout): all in use, or the database cannot be "
@@ -585,15 +610,17 @@ class PostgresStore:
         return StoreFailure(f"The database failed: {message}; nothing was changed")
 
     @contextmanager
-    def _unit(self, write: bool = True, snapshot: bool = False
+    def _unit(self, write: bool = True, snapshot: bool = False, begin: bool = True
               ) -> Iterator[psycopg.Connection]:
         """One transaction. A connection lost during COMMIT leaves its outcome unknown:
-        that is reported (StoreFailure, 503), never retried here."""
+        that is reported (StoreFailure, 503), never retried here. Without ``begin``,
+        the caller sends BEGIN with its first statements (one round trip fewer)."""
         with self._connection() as conn:
             if not self._ready:
                 self._setup_on(conn)
-            conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY" if snapshot
-                         else "BEGIN" if write else "BEGIN READ ONLY")
+            if begin:
+                conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY" if snapshot
+                             else "BEGIN" if write else "BEGIN READ ONLY")
             committing = False
             try:
                 yield conn
@@ -727,16 +754,23 @@ class PostgresStore:
         make two unrelated callers take turns)."""
         conn.execute(self._t["lock"], (self._lock_name(kind, name),))
 
-    def _new_ids(self, conn: psycopg.Connection, n: int) -> list[int]:
+    def _new_ids(self, conn: psycopg.Connection, n: int, begin: bool = False) -> list[int]:
+        """``n`` new ids; with ``begin``, BEGIN the transaction first."""
         if n == 0:
+            if begin:
+                conn.execute("BEGIN")
             return []
-        # shared: an import (exclusive) moves the sequence only when no one draws from it
-        conn.execute(self._t["lock_shared"], (self._lock_name("ids", ""),))
         try:
-            rows = conn.execute(self._t["next_ids"], (n,)).fetchall()
+            with conn.pipeline():  # one round trip for all
+                if begin:
+                    conn.execute("BEGIN")
+                # shared: an import (exclusive) moves the sequence only when no one
+                # draws from it
+                conn.execute(self._t["lock_shared"], (self._lock_name("ids", ""),))
+                cursor = conn.execute(self._t["next_ids"], (n,))
         except pgerrors.SequenceGeneratorLimitExceeded:
             raise StoreFailure("No service ids are left below 2^53") from None
-        return sorted(row[0] for row in rows)
+        return sorted(row[0] for row in cursor.fetchall())
 
     def create_service(self, build: Callable[[int], Doc], key: RequestKey | None = None
                        ) -> Doc:
@@ -745,11 +779,13 @@ class PostgresStore:
     def create_services(self, builds: Iterable[Callable[[int], Doc]],
                         key: RequestKey | None = None) -> list[Doc]:
         builds = list(builds)
-        with self._unit() as conn:
+        # without a key to look up first, BEGIN goes with the ids' round trip
+        with self._unit(begin=key is not None) as conn:
             self._check(conn, key)
             unit = _Unit(self, conn)
             docs = []
-            for sid, build in zip(self._new_ids(conn, len(builds)), builds, strict=True):
+            ids = self._new_ids(conn, len(builds), begin=key is None)
+            for sid, build in zip(ids, builds, strict=True):
                 doc = build(sid)
                 unit.insert(sid, doc)
                 docs.append(doc)
@@ -1120,6 +1156,13 @@ def _statements(s: sql.Identifier) -> dict[str, sql.Composable]:
                           "ORDER BY key"),
         "count": f("UPDATE {s}.counters SET services = services + %s, bytes = bytes + %s, "
                    "garbage = garbage + %s WHERE shard = pg_backend_pid() %% %s"),
+        # a row no other transaction holds (each holds its row until its COMMIT, flush
+        # and synchronous standby included), this connection's own first
+        "count_free": f("UPDATE {s}.counters SET services = services + %s, "
+                        "bytes = bytes + %s, garbage = garbage + %s WHERE shard = ("
+                        "SELECT shard FROM {s}.counters "
+                        "ORDER BY (shard - pg_backend_pid()) %% %s = 0 DESC, shard "
+                        "LIMIT 1 FOR UPDATE SKIP LOCKED)"),
         "totals": f("SELECT coalesce(sum(services), 0), coalesce(sum(bytes), 0), "
                     "coalesce(sum(garbage), 0) FROM {s}.counters"),
         "counters_locked": f("SELECT shard FROM {s}.counters ORDER BY shard FOR UPDATE"),
