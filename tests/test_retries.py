@@ -182,6 +182,28 @@ def test_records_expire_after_the_retention_and_housekeeping_drops_them(make, cl
                        headers=key(4)).status_code == 201
 
 
+def test_replays_are_answered_per_store_and_from_records_other_processes_wrote(tmp_path):
+    """Each process keeps the answers it replays (contextsvc/api/retries.py), per
+    store: a key is one store's, and a record written by another process is found."""
+    def app(name):
+        return create_app({"storage": {"path": str(tmp_path / name)}}).test_client()
+
+    one, other, beside = app("one.json"), app("other.json"), app("one.json")
+    start = {"customer_id": "C"}
+    first = one.post(f"{B}/services/start", json=start, headers=key(7))
+    assert answer(one.post(f"{B}/services/start", json=start, headers=key(7))) == answer(first)
+    # the same key on another store is another request there
+    elsewhere = other.post(f"{B}/services/start", json=start, headers=key(7))
+    assert elsewhere.status_code == 201 and "Idempotent-Replayed" not in elsewhere.headers
+    assert count(other) == 1
+    again = other.post(f"{B}/services/start", json=start, headers=key(7))
+    assert answer(again) == answer(elsewhere) and again.headers["Idempotent-Replayed"] == "true"
+    # a second app on the first store (as another worker) replays the first answer
+    seen = beside.post(f"{B}/services/start", json=start, headers=key(7))
+    assert answer(seen) == answer(first) and seen.headers["Idempotent-Replayed"] == "true"
+    assert count(one) == 1
+
+
 def test_a_bad_retention_is_refused():
     from contextsvc.config import ConfigError
 
