@@ -1,12 +1,14 @@
 """Safe retries and one-call resume over HTTP (API.md 10): idempotency keys, ETag /
 If-Match / If-None-Match, and the composite start, on both engines."""
 
+import hashlib
+import json
 from datetime import datetime, timedelta, timezone
 
 import pytest
 
 from contextsvc import create_app
-from contextsvc.domain import housekeeping
+from contextsvc.domain import housekeeping, idempotency
 from contextsvc.domain.lifecycle import OFF
 
 B = "/genesys/1/cs"
@@ -202,6 +204,18 @@ def test_replays_are_answered_per_store_and_from_records_other_processes_wrote(t
     seen = beside.post(f"{B}/services/start", json=start, headers=key(7))
     assert answer(seen) == answer(first) and seen.headers["Idempotent-Replayed"] == "true"
     assert count(one) == 1
+
+
+@pytest.mark.parametrize("method, path, query", [
+    ("POST", "/services/start", []), ("POST", "/services/7/end", [("b", "2"), ("a", "\u00e9")])])
+def test_the_fingerprint_of_a_request_as_sent_stays_what_stored_records_hold(method, path,
+                                                                               query):
+    """Records written before keep matching their retries by the bytes sent."""
+    body = b'{"customer_id": "C"}'
+    head = json.dumps([method, path, sorted(query)], separators=(",", ":"))
+    expected = hashlib.sha256(head.encode() + b"\n" + body).hexdigest()
+    for _ in range(2):  # computed, then remembered
+        assert idempotency.raw_fingerprint(method, path, query, body) == expected
 
 
 def test_a_bad_retention_is_refused():
