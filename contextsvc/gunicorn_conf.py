@@ -85,6 +85,10 @@ class _BodyDeadline:
         self.deadline = time.monotonic() + seconds
 
     def read(self, size: int) -> bytes:
+        if getattr(self.reader, "length", None) == 0:
+            # gunicorn's LengthReader at the end of the body (its reads after the
+            # app's, when it drains the body for the next request): nothing to wait for
+            return self.reader.read(size)
         import gevent
 
         left = max(self.deadline - time.monotonic(), 0.001)

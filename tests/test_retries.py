@@ -1,12 +1,14 @@
 """Safe retries and one-call resume over HTTP (API.md 10): idempotency keys, ETag /
 If-Match / If-None-Match, and the composite start, on both engines."""
 
+import hashlib
+import json
 from datetime import datetime, timedelta, timezone
 
 import pytest
 
 from contextsvc import create_app
-from contextsvc.domain import housekeeping
+from contextsvc.domain import housekeeping, idempotency
 from contextsvc.domain.lifecycle import OFF
 
 B = "/genesys/1/cs"
@@ -180,6 +182,40 @@ def test_records_expire_after_the_retention_and_housekeeping_drops_them(make, cl
     assert "requests" not in store.get_service(again.get_json()["service_id"])
     assert client.post(f"{B}/services/start", json={"customer_id": "C"},
                        headers=key(4)).status_code == 201
+
+
+def test_replays_are_answered_per_store_and_from_records_other_processes_wrote(tmp_path):
+    """Each process keeps the answers it replays (contextsvc/api/retries.py), per
+    store: a key is one store's, and a record written by another process is found."""
+    def app(name):
+        return create_app({"storage": {"path": str(tmp_path / name)}}).test_client()
+
+    one, other, beside = app("one.json"), app("other.json"), app("one.json")
+    start = {"customer_id": "C"}
+    first = one.post(f"{B}/services/start", json=start, headers=key(7))
+    assert answer(one.post(f"{B}/services/start", json=start, headers=key(7))) == answer(first)
+    # the same key on another store is another request there
+    elsewhere = other.post(f"{B}/services/start", json=start, headers=key(7))
+    assert elsewhere.status_code == 201 and "Idempotent-Replayed" not in elsewhere.headers
+    assert count(other) == 1
+    again = other.post(f"{B}/services/start", json=start, headers=key(7))
+    assert answer(again) == answer(elsewhere) and again.headers["Idempotent-Replayed"] == "true"
+    # a second app on the first store (as another worker) replays the first answer
+    seen = beside.post(f"{B}/services/start", json=start, headers=key(7))
+    assert answer(seen) == answer(first) and seen.headers["Idempotent-Replayed"] == "true"
+    assert count(one) == 1
+
+
+@pytest.mark.parametrize("method, path, query", [
+    ("POST", "/services/start", []), ("POST", "/services/7/end", [("b", "2"), ("a", "\u00e9")])])
+def test_the_fingerprint_of_a_request_as_sent_stays_what_stored_records_hold(method, path,
+                                                                               query):
+    """Records written before keep matching their retries by the bytes sent."""
+    body = b'{"customer_id": "C"}'
+    head = json.dumps([method, path, sorted(query)], separators=(",", ":"))
+    expected = hashlib.sha256(head.encode() + b"\n" + body).hexdigest()
+    for _ in range(2):  # computed, then remembered
+        assert idempotency.raw_fingerprint(method, path, query, body) == expected
 
 
 def test_a_bad_retention_is_refused():

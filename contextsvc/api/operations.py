@@ -24,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from flask import Blueprint, Response, jsonify, request
+from flask import Blueprint, Response, current_app, jsonify, request
 from marshmallow import Schema
 
 from ..storage.base import Recorded
@@ -189,15 +189,11 @@ def _wrap(view: Callable[..., Any], handling: _Handling, stored: bool = True
     return run
 
 
-def replay(record: dict[str, Any]) -> Response:
+def replay(answer: retries.Answer) -> Response:
     """The answer an idempotency key recorded, again (API.md 10.1)."""
-    body = record.get("body")
-    if body is None:
-        response: Response = EmptyResponse(status=record["status"])
-    else:
-        response = jsonify(body)
-        response.status_code = record["status"]
-    if record.get("location"):
-        response.headers["Location"] = record["location"]
-    response.headers[retries.REPLAYED] = "true"
-    return response
+    headers = {"Location": answer.location} if answer.location else {}
+    headers[retries.REPLAYED] = "true"
+    if answer.body is None:
+        return EmptyResponse(status=answer.status, headers=headers)
+    return current_app.response_class(answer.body, answer.status, headers,
+                                      mimetype=answer.mimetype)

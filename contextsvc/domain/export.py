@@ -34,6 +34,7 @@ import tempfile
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import IO, Any, NamedTuple, TypeVar
@@ -217,7 +218,11 @@ class _InOrder:
 
     def _result(self, item: Future[Any] | tuple[Any, ...]) -> Any:
         if isinstance(item, Future):
-            return item.result()
+            try:
+                return item.result()
+            except BrokenProcessPool:  # killed (out of memory, by hand)
+                raise ContextError("a worker process of the command stopped before "
+                                   "its work was done") from None
         return self.function(*item)
 
     def _workers(self) -> ProcessPoolExecutor:

@@ -19,6 +19,7 @@ nothing, and its retry is processed anew.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import re
@@ -76,8 +77,12 @@ def raw_fingerprint(method: str, path: str, query: list[tuple[str, str]], body: 
     """The fingerprint of a request as sent: a retry sends the same bytes, and is
     known by them without parsing its body (the canonical fingerprint decides
     when the bytes differ)."""
-    head = json.dumps([method, path, sorted(query)], separators=(",", ":"))
-    return hashlib.sha256(head.encode() + b"\n" + body).hexdigest()
+    return hashlib.sha256(_head(method, path, tuple(query)) + body).hexdigest()
+
+
+@functools.lru_cache(maxsize=256)  # retries mostly go to a few paths (starts)
+def _head(method: str, path: str, query: tuple[tuple[str, str], ...]) -> bytes:
+    return json.dumps([method, path, sorted(query)], separators=(",", ":")).encode() + b"\n"
 
 
 def _until(now: datetime, seconds: int) -> str:

@@ -13,7 +13,6 @@ fails, it raises although other workers may already read the write).
 from __future__ import annotations
 
 import bisect
-import json
 import logging
 import os
 import threading
@@ -58,8 +57,6 @@ from .records import (
 from .tinydbfiles import import_tinydb_file
 
 log = logging.getLogger(__name__)
-KNOWN = 4096  # records of idempotency keys a process keeps in memory, for retries
-_decode = json.JSONDecoder().decode
 
 
 class Row(NamedTuple):
@@ -83,7 +80,6 @@ class LogStore:
         self._mutex = threading.RLock()
         self._wait = lock_timeout
         self._refused: StoreReplaced | None = None
-        self._known: dict[str, tuple[str, str]] = {}  # key -> (until, record as JSON)
         self._reset()
         try:
             with self._turn():
@@ -260,20 +256,10 @@ class LogStore:
         return doc
 
     def find_request(self, key: RequestKey) -> Doc | None:
-        # A live record with an answer never changes (a key is recorded again only
-        # once its record expired), so a retry of a request this process has seen
-        # is answered from memory, without the lock: retries cost less than reads.
-        known = self._known.get(key.name)
-        if known is not None and known[0] > key.now:
-            return _decode(known[1])  # a copy, as every document handed out
+        # (the HTTP layer keeps the answers it replays: contextsvc/api/retries.py)
         with self._turn(), self.engine.locked(False):
             self._sync()
-            record = self._request(key)
-        if record is not None and "running_until" not in record:
-            if len(self._known) >= KNOWN:
-                del self._known[next(iter(self._known))]  # the oldest
-            self._known[key.name] = (record["until"], json.dumps(record))
-        return record
+            return self._request(key)
 
     def _request(self, key: RequestKey | None) -> Doc | None:
         """Under the lock: the live record of ``key``, wherever it is kept."""
@@ -397,7 +383,6 @@ class LogStore:
                 current = self._request(key)
                 if current is not None and unless is not None and unless(current):
                     raise Recorded(current)
-                self._known.pop(key.name, None)
                 own = self.engine.read(self._own.loc) if self._own is not None else {}
                 records = {name: rec for name, rec in own.get(REQUESTS, {}).items()
                            if rec.get("until", "") > key.now}  # expired ones go

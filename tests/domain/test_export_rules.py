@@ -2,7 +2,9 @@
 checks agree with the marshmallow declarations they are derived from, and the
 lifecycle moments a service shows survive the way back under any configuration."""
 
+import functools
 import json
+import os
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -250,3 +252,18 @@ def test_lines_made_by_several_processes_are_those_made_by_one():
             assert list(export.lines(timed, selector, content, batch=3, jobs=2)) == one
             assert list(export.lines(timed, selector, content, batch=3, jobs=3)) == one
     assert [int(text) for text in one if text is not None] == [1, 2, 4, 5, 7, 9, 10, 11]
+
+
+def _dies_in_a_worker(parent, n):
+    if os.getpid() != parent:
+        os._exit(1)  # as if killed (out of memory)
+    return n
+
+
+def test_a_worker_process_that_dies_fails_the_command_in_one_line():
+    from contextsvc.errors import ContextError
+
+    work = functools.partial(_dies_in_a_worker, os.getpid())
+    with pytest.raises(ContextError, match="a worker process of the command stopped"):
+        with export._InOrder(work, 2) as workers:
+            list(workers.map((n,) for n in range(6)))
