@@ -134,6 +134,7 @@ def test_export_import_export_gives_the_same_bytes(db, journeys, tmp_path, app_o
     assert api.start_service(customer_id="new") == journeys[-1] + 1  # after the imported ids
 
 
+@pytest.mark.file_engine("several stores in one test")
 def test_a_large_store_goes_out_and_back_the_same(db, tmp_path, app_on):
     """More lines and services than one block of work: on a machine with several
     processors both commands share them with worker processes (their rules are tested

@@ -371,6 +371,7 @@ def test_a_sweep_reads_only_services_due_and_a_refresh_fixes_stale_records(tmp_p
     assert new != old
 
 
+@pytest.mark.file_engine("reads the data file")
 def test_with_server_sweeps_off_the_server_only_reclaims(tmp_path, clock):
     """[lifecycle] server_sweeps = false: the housekeeping thread leaves expired
     services on disk for ``contextsvc sweep``; reads are exact all the same."""

@@ -184,6 +184,7 @@ def test_records_expire_after_the_retention_and_housekeeping_drops_them(make, cl
                        headers=key(4)).status_code == 201
 
 
+@pytest.mark.file_engine("several stores in one test")
 def test_replays_are_answered_per_store_and_from_records_other_processes_wrote(tmp_path):
     """Each process keeps the answers it replays (contextsvc/api/retries.py), per
     store: a key is one store's, and a record written by another process is found."""
