@@ -33,12 +33,20 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol, TypeVar
 
+from ..errors import Conflict
 from .records import Encoded
 
 Doc = dict[str, Any]
 T = TypeVar("T")
 MAX_SERVICE_ID = 2**53 - 1
 ON_CONFLICT = ("fail", "skip", "replace")
+
+
+def import_conflict(existing: Sequence[int]) -> Conflict:
+    """The error of an import (``put_services`` with ``fail``) that names ids the
+    store has: the first of them, and how many more; nothing is imported."""
+    more = f" (and {len(existing) - 1} more)" if len(existing) > 1 else ""
+    return Conflict(f"Service {existing[0]} exists{more}; nothing was imported")
 
 
 class RequestKey(NamedTuple):

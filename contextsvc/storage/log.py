@@ -21,7 +21,6 @@ from contextlib import AbstractContextManager, contextmanager
 from typing import NamedTuple
 
 from ..errors import (
-    Conflict,
     NotFound,
     StoreBusy,
     StoreCorrupt,
@@ -39,6 +38,7 @@ from .base import (
     Selection,
     StoreStats,
     T,
+    import_conflict,
 )
 from .logfile import LogFile
 from .memory import MemoryLog
@@ -441,9 +441,7 @@ class LogStore:
                 self._sync()
                 existing = [r.service_id for r in records if r.service_id in self._rows]
                 if existing and on_conflict == "fail":
-                    raise Conflict(f"Service {existing[0]} exists"
-                                   + (f" (and {len(existing) - 1} more)" if existing[1:] else "")
-                                   + "; nothing was imported")
+                    raise import_conflict(existing)
                 if on_conflict == "skip":
                     records = [r for r in records if r.service_id not in self._rows]
                 self._append(records)

@@ -55,7 +55,7 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from ..errors import Conflict, NotFound, StoreBusy, StoreCorrupt, StoreFailure, TooLarge
+from ..errors import NotFound, StoreBusy, StoreCorrupt, StoreFailure, TooLarge
 from .base import (
     MAX_SERVICE_ID,
     ON_CONFLICT,
@@ -66,6 +66,7 @@ from .base import (
     Selection,
     StoreStats,
     T,
+    import_conflict,
 )
 from .logfile import LogFile, verify_copy, write_copy
 from .records import (
@@ -921,10 +922,7 @@ class PostgresStore:
             existing = {sid: (body, size) for sid, body, size in
                         conn.execute(self._t["many_locked"], (ids,)).fetchall()}
             if existing and on_conflict == "fail":
-                first = next(sid for sid in ids if sid in existing)
-                raise Conflict(f"Service {first} exists"
-                               + (f" (and {len(existing) - 1} more)" if len(existing) > 1
-                                  else "") + "; nothing was imported")
+                raise import_conflict([sid for sid in dict.fromkeys(ids) if sid in existing])
             if on_conflict == "skip":
                 docs = [doc for doc in docs if doc["service_id"] not in existing]
             unit = _Unit(self, conn)
