@@ -173,13 +173,19 @@ def nodes():
         node.close()
 
 
-def test_a_primary_crash_loses_no_acknowledged_write_and_the_app_reconnects(nodes, tmp_path):
+def synchronous_pair(nodes: list) -> tuple[Node, Node]:
+    """A primary and its synchronous standby ("standby1"), streaming."""
     primary = Node(SYNCHRONOUS)
     nodes.append(primary)
     primary.set(synchronous_standby_names="standby1")
     standby = primary.standby("standby1", SYNCHRONOUS)
     nodes.append(standby)
     primary.wait_streaming("standby1", "sync")
+    return primary, standby
+
+
+def test_a_primary_crash_loses_no_acknowledged_write_and_the_app_reconnects(nodes, tmp_path):
+    primary, standby = synchronous_pair(nodes)
     schema = pgcluster.fresh_schema()
     server = Server(str(tmp_path / "app"), workers=4,
                     extra_env=app_env(multi_host_dsn(primary, standby), schema))
@@ -257,12 +263,7 @@ def test_with_the_synchronous_standby_down_a_write_is_answered_as_unknown(nodes,
     statement timeout and answers 503: the write may or may not have been made; it
     is never acknowledged. Reads go on meanwhile; writes are acknowledged again once
     the standby is back."""
-    primary = Node(SYNCHRONOUS)
-    nodes.append(primary)
-    primary.set(synchronous_standby_names="standby1")
-    standby = primary.standby("standby1", SYNCHRONOUS)
-    nodes.append(standby)
-    primary.wait_streaming("standby1", "sync")
+    primary, standby = synchronous_pair(nodes)
     schema = pgcluster.fresh_schema()
     server = Server(str(tmp_path / "app"), workers=2,
                     extra_env=app_env(multi_host_dsn(primary, standby), schema))
