@@ -91,7 +91,8 @@ def begin() -> Answer | None:
     known = _known.get(store.store, {}).get(key)
     if known is not None and known.raw == sent and known.until > store.clock():
         return known
-    record = store.find_request(key)  # the fast path; the write checks again
+    # the fast path, for a key this process has seen; the write checks every key again
+    record = store.find_request(key) if store.may_hold_request(key) else None
     if (record is not None and record.get("raw") == sent
             and idempotency.replayable(record, None, store.clock())):
         known = answer(record)

@@ -160,6 +160,14 @@ class ServiceStore(Protocol):
         a record never changes), even if the service that held it was deleted since:
         the write that a key protects is checked in its own unit of work anyway."""
 
+    def may_hold_request(self, name: str) -> bool:
+        """False when this process knows, without asking the engine, that no record
+        of idempotency key ``name`` is kept (it may be stale: a record another
+        process wrote since is not known). A caller may then skip
+        :meth:`find_request` for a key that is most likely new; the write it
+        protects checks the key in its own unit of work anyway. An engine that
+        cannot tell without asking answers True."""
+
     # ---------------------------------------------------------------- writing
     # ``key``: see "Request records" above; Recorded is raised before anything runs.
     def create_service(self, build: Callable[[int], Doc], key: RequestKey | None = None

@@ -261,6 +261,10 @@ class LogStore:
             self._sync()
             return self._request(key)
 
+    def may_hold_request(self, name: str) -> bool:
+        # this process's index as its last unit of work left it, read without a turn
+        return name in self._requests
+
     def _request(self, key: RequestKey | None) -> Doc | None:
         """Under the lock: the live record of ``key``, wherever it is kept."""
         if key is None:

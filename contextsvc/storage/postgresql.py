@@ -735,6 +735,9 @@ class PostgresStore:
         row = self._one(self._t["get_request"], (key.name, key.now))
         return None if row is None else json.loads(row[0])
 
+    def may_hold_request(self, name: str) -> bool:
+        return True  # only the database knows
+
     def _check(self, conn: psycopg.Connection, key: RequestKey | None) -> None:
         """Take the key's lock for the rest of the transaction, and raise Recorded when
         it has a live record: a second request with the key waits for the first's

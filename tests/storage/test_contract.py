@@ -532,6 +532,21 @@ def test_a_recorded_key_is_found_by_every_store_and_refuses_a_second_write(opene
     assert one.find_request(RequestKey("k1", LATER)) == record("g", after)  # the new one counts
 
 
+def test_a_store_may_say_a_key_is_new_but_its_write_still_checks_it(opener):
+    one = opener()
+    sid = keyed(one, "k1")
+    assert one.may_hold_request("k1")  # written through this very store
+    other = opener() if opener.engine in PERSISTENT else one
+    # a store may answer False for a key recorded elsewhere since its last unit of
+    # work: the write the key protects finds the record all the same
+    with pytest.raises(Recorded) as raised:
+        keyed(other, "k1", "D")
+    assert raised.value.record == record()
+    assert other.may_hold_request("k1") and ids(other.scan()) == [sid]
+    if opener.engine != "postgresql":
+        assert not one.may_hold_request("never-sent")
+
+
 def test_records_follow_updates_deletes_and_compaction(opener):
     store = opener()
     sid = keyed(store, "k1")
