@@ -3,7 +3,7 @@
 The file is an ordinary TinyDB JSON document, laid out one append per line (most
 appends are one record)::
 
-    {"_meta": {"1": {"format": 1, "last_service_id": 41}}, "services": {
+    {"_meta": {"1": {"format": 1, "last_service_id": 41, "file": "5f0c..."}}, "services": {
     "7": {"service_id": 7, ...}
     ,"8": {"service_id": 8, ...}
     ,"7": {"service_id": 7, ...newer version...}
@@ -20,6 +20,8 @@ changed over the closing ``}}`` line, adds a new ``}}`` line, and calls
 repeated keys (Python's ``json`` documents this), so plain
 ``tinydb.TinyDB(path).table("services")`` sees the newest version of each service.
 A deleted service is a ``{"_deleted": true}`` record until the next compaction.
+``file`` in the header is a random id of this file (each compaction writes a new
+file, with a new id), which its index checkpoint names (see :mod:`.checkpoint`).
 
 Why not TinyDB's own ``JSONStorage``: it reads the whole file on every read and
 rewrites it on every write (msiemens/tinydb#316, #397), its in-place write is not
@@ -27,14 +29,17 @@ crash-safe (#468), and it is not safe across processes (#72, #91, #537). Here:
 
 * Workers coordinate with ``flock`` on ``<path>.lock`` (never replaced, so it
   survives compaction's rename); readers share it, a writer holds it alone.
-* Each worker keeps the location of every service's newest record in memory. Under
-  the lock it compares the file's inode and size with what it has seen and reads
-  only the records other workers appended since (no stale cache, tinydb#179/#276).
+* Each worker knows where every service's newest record is: from the index
+  checkpoint ``<path>.idx``, which every worker maps, for the records up to where it
+  was written, and from its own memory for those after. Under the lock it compares
+  the file's inode and size with what it has seen and reads only the records other
+  workers appended since (no stale cache, tinydb#179/#276).
 * A crash can only leave a torn last line, after every acknowledged record: it is
   ignored by readers and cut off by the next writer. Damage before the last good
   record is not guessed at: :class:`StoreCorrupt` is raised and nothing is written.
 * When superseded versions outweigh live data, the file is compacted: rewritten
-  to ``<path>.tmp``, fsynced, renamed over the file, the directory fsynced.
+  to ``<path>.tmp`` while requests go on, fsynced, renamed over the file (with its
+  checkpoint) under the exclusive lock, the directory fsynced.
 """
 
 from __future__ import annotations
@@ -47,6 +52,8 @@ import os
 import re
 import secrets
 import struct
+import sys
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
@@ -54,10 +61,12 @@ from typing import Any, TypeVar
 
 from ..errors import StoreBusy, StoreCorrupt, StoreFailure, StoreReplaced
 from .base import Progress, StoreStats
+from .checkpoint import Checkpoint
 from .records import (
     REQUESTS,
     STORE_DOC,
     TOMBSTONE,
+    Keys,
     Location,
     Record,
     decode,
@@ -85,7 +94,24 @@ _READ_ONLY = (errno.EROFS, errno.EACCES, errno.EPERM)
 # restored in place from one nobody wrote to since; this tells it.
 _LAST_WRITE = struct.Struct("<QQ")
 _BLANK = b" \t\r\n\x00"  # what may follow the trailer: padding, or zeroes left by a crash
+NO_ID = bytes(16)  # the file id of a data file whose header has none
 T = TypeVar("T")
+
+def blocking(call: Callable[..., T], *args: Any) -> T:
+    """Run ``call``, a system call that may wait for the disk for long (the flush of
+    a whole compacted file), so that the process goes on meanwhile. Under gevent
+    (the default worker class) a greenlet in a blocking system call stops its whole
+    worker, every other request included: the call goes to gevent's pool of
+    native threads instead, and the greenlet waits for it as for I/O. Native
+    threads (and plain processes) just call it: the GIL is released during the
+    system call."""
+    monkey = sys.modules.get("gevent.monkey")
+    if monkey is not None and monkey.is_module_patched("threading"):
+        import gevent
+
+        return gevent.get_hub().threadpool.apply(call, args)
+    return call(*args)
+
 
 def _padding(size: int) -> bytes:
     return b" " * (size - 1) + b"\n" if size > 0 else b""
@@ -113,6 +139,13 @@ class LogFile:
             pass  # a read-only disk: the directory is either there or open() says why
         self._lock_fd = -1
         self._lock_id: tuple[int, int] = (0, 0)
+        self.index_path = self.path + ".idx"
+        # Whether to start from the index checkpoint (LogStore does; tools that must
+        # see every record, such as the TinyDB snapshot, do not). ``base`` is the one
+        # the records of the last reset of changes() follow.
+        self.checkpoints = False
+        self.base: Checkpoint | None = None
+        self.file_id = NO_ID
         self._fd = -1
         self._writable = False
         self._ino: int | None = None
@@ -122,7 +155,10 @@ class LogFile:
         self._garbage = 0    # end of a torn write after _end (0: none)
         self._cap = 0        # file size: _end + trailer + whitespace padding
         self._count = 0      # records in the file (the first one has no comma)
-        self._unsynced = False
+        self.appended = 0    # appends made by this process...
+        self._synced = 0     # ...of which this many are known to be on disk
+        self._sync_failed = 0  # appends a failed flush may have lost: never acknowledged
+        self._sync_lock = threading.Lock()
         self.last_id = 0     # from the header; records may raise it
 
     # ------------------------------------------------------------------ locking
@@ -289,10 +325,11 @@ class LogFile:
                 os.close(self._lock_fd)
                 self._lock_fd = -1
         self._count, self._end, self._garbage = 0, len(self._header), 0
+        self._start_at_checkpoint(end)
         return self._scan_until(end)
 
     def _scan_until(self, end: int) -> Iterator[Record]:
-        count = 0
+        count = self._count
         for offset, line in self._lines(self._end):
             if offset >= end:
                 break
@@ -325,6 +362,10 @@ class LogFile:
     def read_raw(self, loc: Location) -> bytes:
         return os.pread(self._fd, loc[1], loc[0])
 
+    def keys_of(self, loc: Location) -> Keys | None:
+        """The index keys the record at ``loc`` holds (it is not parsed whole)."""
+        return keys_at(os.pread(self._fd, loc[1], loc[0]), 0)
+
     def _close(self) -> None:
         if self._fd >= 0:
             os.close(self._fd)
@@ -347,7 +388,40 @@ class LogFile:
         self._ino, self._cap = st.st_ino, st.st_size
         self._header = self._read_header()
         self._count, self._end, self._garbage = 0, len(self._header), 0
+        self._start_at_checkpoint(self._cap)
         return self._scan(self._end, whole=True)
+
+    def _start_at_checkpoint(self, limit: int) -> None:
+        """After the header was read: when the index checkpoint describes this file
+        up to a point at or before ``limit``, reading starts there (``base``)."""
+        self.base = None
+        if not self.checkpoints:
+            return
+        found = Checkpoint.load(self.index_path)
+        if found is None:
+            return
+        if not found.describes(self._read_at, self.file_id, self._ino or 0,
+                               len(self._header), limit):
+            log.info("%s does not describe %s as it is now; reading the whole file",
+                     self.index_path, self.path)
+            return
+        self.base = found
+        self._end, self._count = found.point.end, found.point.count
+        self.last_id = max(self.last_id, found.point.last_id)
+
+    def _read_at(self, size: int, offset: int) -> bytes:
+        return os.pread(self._fd, size, offset)
+
+    def checkpoint(self) -> Checkpoint | None:
+        """Under a lock, after :meth:`changes`: the index checkpoint now in place,
+        if it describes this file up to a point at or before what was read."""
+        if self._fd < 0:
+            return None
+        found = Checkpoint.load(self.index_path)
+        if found is None or not found.describes(self._read_at, self.file_id, self._ino or 0,
+                                                len(self._header), self._end):
+            return None
+        return found
 
     def _writable_fd(self) -> None:
         """Before a write on a file opened read-only: open it for writing, now that
@@ -373,6 +447,10 @@ class LogFile:
             self.last_id = int(meta["last_service_id"])
             if meta.get("format") != FORMAT:
                 raise ValueError(f"format {meta.get('format')!r}")
+            # files written before ids existed have none; any other value is no id either
+            file_id = meta.get("file")
+            self.file_id = (bytes.fromhex(file_id) if isinstance(file_id, str)
+                            and re.fullmatch("[0-9a-f]{32}", file_id) else NO_ID)
         except (ValueError, KeyError, TypeError) as exc:
             raise StoreCorrupt(f"{self.path}: unreadable header ({exc})") from None
         return line
@@ -519,7 +597,7 @@ class LogFile:
             except OSError as again:
                 raise self._write_failed(again) from None
         self._end, self._count, self._cap, self._garbage = end, count, cap, 0
-        self._unsynced = True
+        self.appended += 1
         self._note_end()
         return locations
 
@@ -547,16 +625,41 @@ class LogFile:
         return StoreFailure(f"cannot write {self.path}: {exc.strerror}"
                             + (" (disk full)" if exc.errno == errno.ENOSPC else ""))
 
-    def sync(self) -> None:
-        """Make what this process appended durable. Called after the lock is
-        released: writers do not wait for each other's disk flush, and a flush
-        covers every byte written to the file before it, whoever wrote it."""
-        if self._unsynced and self.fsync:
+    def sync(self, upto: int | None = None) -> None:
+        """Make this process's appends durable, up to its ``upto``-th (all by
+        default: see :attr:`appended`). Called after the lock is released: writers
+        do not wait for each other's disk flush, and a flush covers every byte
+        written to the file before it, whoever wrote it. So the threads (or
+        greenlets) of a process share flushes (group commit): each first lets the
+        others that are ready append too, then one flush covers all of them, and
+        those whose append it covered do not flush again. A flush costs more CPU
+        than the rest of a small write (a few hundred microseconds here), so this
+        is what lets a process write faster than one request per flush."""
+        upto = self.appended if upto is None else upto
+        if not self.fsync or self._synced >= upto:
+            return
+        # Under gevent a greenlet runs until it yields, and the flush itself does not
+        # yield (it would take a thread pool, which costs more than the flush waits
+        # here): yield once before it, so that the ready greenlets append first.
+        time.sleep(0)
+        with self._sync_lock:
+            if upto <= self._sync_failed:
+                raise StoreFailure(f"cannot flush {self.path}: an earlier flush of this "
+                                   "write failed")
+            if self._synced >= upto:
+                return
+            covered = self.appended  # appends are counted once written: all covered
+            fd = os.dup(self._fd)  # a compaction in another thread may close ours
             try:
-                os.fdatasync(self._fd)
+                os.fdatasync(fd)
             except OSError as exc:
+                # Linux may report a failed flush only once (and drop the pages): no
+                # append it covered is acknowledged, even if a later flush succeeds.
+                self._sync_failed = covered
                 raise StoreFailure(f"cannot flush {self.path}: {exc.strerror}") from None
-        self._unsynced = False
+            finally:
+                os.close(fd)
+            self._synced = max(self._synced, covered)
 
     def _undo(self) -> None:
         """After a failed write: put the trailer back and blank the rest."""
@@ -581,7 +684,7 @@ class LogFile:
     def forget(self) -> None:
         """Read the whole file again at the next :meth:`changes`."""
         self._close()
-        self._ino, self._header = None, b""
+        self._ino, self._header, self.base = None, b"", None
         self._end = self._cap = self._count = self._garbage = 0
 
     def close(self) -> None:
@@ -605,8 +708,62 @@ class LogFile:
         self._ino, self._writable = os.fstat(self._fd).st_ino, True
         self._end, self._count, self._cap, self._garbage = end, count, cap, 0
         self._header = self._read_header()
+        self.base = None
         self._note_end()
         return locations
+
+    # ------------------------------------------------------------------ compaction
+    @contextmanager
+    def rewriting(self, wait: bool = True) -> Iterator[bool]:
+        """Held by whoever writes a new data file or index checkpoint of this store
+        (a compaction, a checkpoint): one at a time across processes, since both
+        write under fixed temporary names. Waits for the one under way, or (not
+        ``wait``) gives False at once."""
+        path = self.path + ".rewrite.lock"
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        except OSError as exc:
+            raise StoreFailure(f"cannot open {path}: {exc.strerror}") from None
+        try:
+            delay = 0.001
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if not wait:
+                        yield False
+                        return
+                    time.sleep(delay)
+                    delay = min(delay * 2, 0.05)
+            yield True
+        finally:
+            os.close(fd)  # releases the flock
+
+    def begin_rewrite(self, last_id: int, pause: Callable[[], None]) -> Rewrite:
+        """Holding :meth:`rewriting`, not the store's lock: start the data file that
+        a compaction puts in place of this one (:meth:`install`)."""
+        return Rewrite(self.path + ".tmp", last_id, pause)
+
+    def install(self, new: Rewrite, index_tmp: str) -> None:
+        """Under the exclusive lock, after :meth:`changes`: put the finished
+        compacted file in place, with its index checkpoint (written to
+        ``index_tmp``), and go on with it."""
+        new.finish()
+        try:
+            os.replace(new.path, self.path)
+            os.replace(index_tmp, self.index_path)
+            _fsync_dir(self.path)
+        except OSError as exc:
+            raise StoreFailure(f"cannot write {self.path}: {exc.strerror}") from None
+        self._close()
+        self._fd, new.fd = new.fd, -1
+        self._ino, self._writable = new.ino, True
+        self._end, self._count, self._cap, self._garbage = new.end, new.count, new.cap, 0
+        self._header = self._read_header()
+        self.base = Checkpoint.load(self.index_path, verify=False)  # written just now
+        self._synced = self.appended  # the new file holds every append, on disk
+        self._note_end()
 
     def _note_end(self) -> None:
         """Under the exclusive lock, after a write: record where the records end."""
@@ -633,8 +790,7 @@ class LogFile:
     def _write_file(self, docs: Iterable[tuple[int, bytes]],
                     last_id: int) -> tuple[list[Location], int, int, int]:
         tmp = self.path + ".tmp"
-        meta = json.dumps({"1": {"format": FORMAT, "last_service_id": last_id}})
-        header = HEADER_START + meta.encode() + HEADER_END
+        header = _new_header(last_id)
         locations = []
         try:
             with open(tmp, "wb") as handle:
@@ -807,6 +963,109 @@ class LogFile:
         return StoreStats(services, end, max(0, end - packed_size(live.items(), last_id)))
 
 
+class Rewrite:
+    """A data file being written by a compaction, under a temporary name: the live
+    records first (:meth:`add`, written outside the store's lock), then the records
+    appended to the store meanwhile (:meth:`add` again, the last of them under the
+    exclusive lock), then the trailer (:meth:`finish`)."""
+
+    def __init__(self, path: str, last_id: int, pause: Callable[[], None]):
+        self.path = path
+        self.last_id = last_id
+        self.pause = pause  # called between writes of the bulk (see LogStore.compact)
+        self.header = _new_header(last_id)
+        try:
+            self.fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+        except OSError as exc:
+            raise StoreFailure(f"cannot write {path}: {exc.strerror}") from None
+        self.ino = os.fstat(self.fd).st_ino
+        self.file_id = bytes.fromhex(json.loads(
+            self.header[len(HEADER_START):-len(HEADER_END)])["1"]["file"])
+        self.end = len(self.header)
+        self.count = 0
+        self.cap = 0
+        self._parts: list[bytes] = [self.header]
+        self._buffered = len(self.header)
+        self._written = 0  # bytes of the file written so far (buffered ones follow)
+
+    def add(self, sid: int, body: bytes) -> Location:
+        """Append one record; returns its location in the new file."""
+        prefix = b'%s"%d": ' % (b"," if self.count else b"", sid)
+        self._parts += (prefix, body, b"\n")
+        loc = (self.end + len(prefix), len(body))
+        self.end += len(prefix) + len(body) + 1
+        self._buffered += len(prefix) + len(body) + 1
+        self.count += 1
+        if self._buffered >= 1 << 20:
+            self.flush()
+        return loc
+
+    def flush(self) -> None:
+        if not self._parts:
+            return
+        data = b"".join(self._parts)
+        self._parts, self._buffered = [], 0
+        try:
+            written = 0
+            while written < len(data):
+                written += os.pwrite(self.fd, data[written:], self._written + written)
+        except OSError as exc:
+            raise StoreFailure(f"cannot write {self.path}: {exc.strerror}") from None
+        self._written += len(data)
+
+    def reserve(self) -> None:
+        """After the bulk of the records: the padding that follows them (see
+        PAD_MIN), written and flushed to disk now, outside the store's lock, so that
+        installing the file later flushes only what was added since."""
+        self.flush()
+        pad = max(PAD_MIN, self.end // 8)
+        self.cap = self.end + len(TRAILER) + pad
+        self._pad(self.end, self.cap)
+        self.sync()
+
+    def _pad(self, start: int, stop: int) -> None:
+        blank = _padding(min(1 << 20, stop - start))
+        try:
+            at = start
+            while at < stop:
+                at += os.pwrite(self.fd, blank[:stop - at], at)
+                self.pause()
+        except OSError as exc:
+            raise StoreFailure(f"cannot write {self.path}: {exc.strerror}") from None
+
+    def sync(self) -> None:
+        try:
+            blocking(os.fdatasync, self.fd)
+        except OSError as exc:
+            raise StoreFailure(f"cannot flush {self.path}: {exc.strerror}") from None
+
+    def read(self, size: int, offset: int) -> bytes:
+        self.flush()
+        return os.pread(self.fd, size, offset)
+
+    def finish(self) -> None:
+        """The trailer after the last record, and everything flushed to disk."""
+        self._parts.append(TRAILER)
+        self._buffered += len(TRAILER)
+        self.flush()
+        if self.end + len(TRAILER) > self.cap:  # more was added than the padding held
+            self.cap = self.end + len(TRAILER) + max(PAD_MIN, self.end // 8)
+            self._pad(self.end + len(TRAILER), self.cap)
+        try:
+            os.fsync(self.fd)
+        except OSError as exc:
+            raise StoreFailure(f"cannot flush {self.path}: {exc.strerror}") from None
+
+    def abandon(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+        try:
+            os.unlink(self.path)
+        except OSError:
+            pass
+
+
 class _Reader:
     """Reads records through its own descriptor: a compaction that replaces the
     file leaves this one, with the records it had, to the reader."""
@@ -826,18 +1085,29 @@ class _Reader:
             raise self._log._replaced("was changed other than by appending")
         return raw
 
+    def read_at(self, size: int, offset: int) -> bytes:
+        return os.pread(self._fd, size, offset)
+
     def close(self) -> None:
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
 
 
+def _new_header(last_id: int, file_id: str | None = None) -> bytes:
+    """The first line of a data file: its format, the highest id handed out, and a
+    random id of its own, which names it in its index checkpoint (a compaction
+    writes a new file, with a new id)."""
+    meta = json.dumps({"1": {"format": FORMAT, "last_service_id": last_id,
+                             "file": file_id or secrets.token_hex(16)}})
+    return HEADER_START + meta.encode() + HEADER_END
+
+
 def packed_size(rows: Iterable[tuple[int, int]], last_id: int) -> int:
     """The bytes of records (header included) of a data file holding just ``rows``
     (service id, length of its document), as a compaction writes it: each record is
     ``,"<id>": <document>`` and a newline, the first without the comma."""
-    meta = json.dumps({"1": {"format": FORMAT, "last_service_id": last_id}})
-    size, count = len(HEADER_START) + len(meta) + len(HEADER_END), 0
+    size, count = len(_new_header(last_id, "0" * 32)), 0
     for sid, length in rows:
         size += len(str(sid)) + 6 + length
         count += 1

@@ -12,11 +12,13 @@ from typing import Any
 
 from .base import Progress, StoreStats
 from .logfile import LogFile, verify_copy, write_copy
-from .records import TOMBSTONE, Location, Record, decode
+from .records import TOMBSTONE, Keys, Location, Record, decode, keys_at
 
 
 class MemoryLog:
     path = ":memory:"
+    appended = 0  # nothing to flush: see LogFile.sync
+    base = None   # no index checkpoint: the store indexes everything in memory
 
     def __init__(self) -> None:
         self._blobs: list[bytes] = []
@@ -53,7 +55,7 @@ class MemoryLog:
     def verify(self) -> None:
         pass
 
-    def sync(self) -> None:
+    def sync(self, upto: int | None = None) -> None:
         pass
 
     def ensure(self) -> None:
@@ -70,6 +72,9 @@ class MemoryLog:
 
     def read_raw(self, loc: Location) -> bytes:
         return self._blobs[loc[0]]
+
+    def keys_of(self, loc: Location) -> Keys | None:
+        return keys_at(self._blobs[loc[0]], 0)
 
     def append(self, items: Iterable[tuple[int, bytes | None]]) -> list[Location]:
         locations = []
