@@ -331,6 +331,34 @@ def test_plain_tinydb_still_reads_a_store_with_lifecycle_fields(tmp_path, clock)
         assert db.table("services").get(doc_id=sid)["customer_id"] == "C"
 
 
+def test_a_refresh_walks_only_the_services_that_existed_as_it_began(tmp_path, clock):
+    """Under a steady write load a refresh that also took the services created
+    meanwhile would read back every one of them (and might never end)."""
+    path = str(tmp_path / "db.json")
+    api = Api(create_app({"storage": {"path": path}}, clock=clock).test_client())
+    for _ in range(5):
+        api.start_service(customer_id="C")  # written with no expiration configured
+    app = create_app({"storage": {"path": path}, "lifecycle": {"expiration": "1h"}},
+                     clock=clock)
+    store = app.extensions["contextsvc.stores"].get()
+    policy, _ = app.extensions["contextsvc.time"]
+    batches = []
+
+    class Watched:
+        """The store, creating a stale service each time the walk reads a batch."""
+
+        def __getattr__(self, name):
+            return getattr(store, name)
+
+        def scan(self, *args, **kwargs):
+            batches.append(kwargs)
+            if len(batches) <= 20:  # the writer without expiration, meanwhile
+                api.start_service(customer_id="C")
+            return store.scan(*args, **kwargs)
+
+    assert housekeeping.refresh(Watched(), policy, batch=2, now=clock.now) == 5
+
+
 def test_a_large_streamed_answer_leaves_out_what_expired(make, clock):
     client = make()
     api = Api(client)

@@ -112,10 +112,10 @@ def sweep(store: Any, policy: Policy, now: datetime, batch: int = BATCH) -> Swep
 
 
 def refresh(store: Any, policy: Policy, batch: int = BATCH, now: datetime | None = None) -> int:
-    """Read every service and record the ``due`` moment of those whose record is
-    stale (written before lifecycle existed, or under another configuration), so
-    that sweeps find them. Removes and completes nothing itself: the next sweep
-    does. Returns how many records it corrected."""
+    """Read every service that exists as it begins and record the ``due`` moment of
+    those whose record is stale (written before lifecycle existed, or under another
+    configuration), so that sweeps find them. Removes and completes nothing itself:
+    the next sweep does. Returns how many records it corrected."""
     moment = now or lifecycle.utc_now()
 
     def change(doc: Doc) -> bool | None:
@@ -124,7 +124,11 @@ def refresh(store: Any, policy: Policy, batch: int = BATCH, now: datetime | None
         idempotency.prune(doc, moment)
         return lifecycle.mark_due(doc, policy)
 
-    return _walk(store, lambda doc: _stale(doc, policy), change, batch)[0]
+    # Only the services that exist now: every write records the due moment as this
+    # configuration has it, so those written meanwhile are not stale, and a walk that
+    # also took them would read back every service a steady write load creates.
+    return _walk(store, lambda doc: _stale(doc, policy), change, batch,
+                 upto=store.last_id())[0]
 
 
 def _stale(doc: Doc, policy: Policy) -> bool:
