@@ -367,9 +367,13 @@ class LogFile:
         return keys_at(os.pread(self._fd, loc[1], loc[0]), 0)
 
     def _close(self) -> None:
+        # A flush (sync) runs outside the store's lock, holding _sync_lock: a thread
+        # that reopens the file (after a compaction) waits for it, rather than close
+        # the descriptor under it (its number could then name another file).
         if self._fd >= 0:
-            os.close(self._fd)
-            self._fd = -1
+            with self._sync_lock:
+                os.close(self._fd)
+                self._fd = -1
 
     def _reopen(self) -> Iterator[Record]:
         self._close()
@@ -649,16 +653,13 @@ class LogFile:
             if self._synced >= upto:
                 return
             covered = self.appended  # appends are counted once written: all covered
-            fd = os.dup(self._fd)  # a compaction in another thread may close ours
             try:
-                os.fdatasync(fd)
+                os.fdatasync(self._fd)  # not closed meanwhile: see _close
             except OSError as exc:
                 # Linux may report a failed flush only once (and drop the pages): no
                 # append it covered is acknowledged, even if a later flush succeeds.
                 self._sync_failed = covered
                 raise StoreFailure(f"cannot flush {self.path}: {exc.strerror}") from None
-            finally:
-                os.close(fd)
             self._synced = max(self._synced, covered)
 
     def _undo(self) -> None:
