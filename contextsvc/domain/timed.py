@@ -110,9 +110,6 @@ class TimedStore:
         """The live record of idempotency key ``key``, if any."""
         return self.store.find_request(RequestKey(key, timeutil.format(self.clock())))
 
-    def may_hold_request(self, key: str) -> bool:
-        return self.store.may_hold_request(key)
-
     def etag(self, doc: Doc) -> str:
         """The ETag of ``doc`` as read or written through this store."""
         return versions.etag(doc, lifecycle.shown(doc, self.policy))
