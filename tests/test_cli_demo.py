@@ -291,6 +291,22 @@ def test_a_second_run_is_refused_unless_forced(tmp_path):
     assert len(get(client, f"{B}/customers/0004Va58A92T0018/services")) == 2
 
 
+@pytest.mark.parametrize("now", ["2026-03-10T00:00:00.000Z", "2026-03-10T10:00:00.000Z"])
+def test_the_stories_play_out_early_in_the_day_too(tmp_path, now):
+    """Run just after midnight (UTC) or in the morning, the fixed stories are as late
+    in the evening: the wireless caller's phone has been delivered, and the waiting
+    caller dropped out of the queue the evening before, many hours ago."""
+    db = str(tmp_path / "db.json")
+    summary(demo(db, "--now", now))
+    client = client_of(db)
+    services = get(client, f"{B}/customers/ABC1234/services", **ALL)
+    [delivery] = [s for s in services if s["service_type"] == "device-delivery"]
+    assert "completed" in delivery
+    [waiting] = get(client, f"{B}/services/anonymous/408-555-0142", **ALL)
+    called = timeutil.parse(waiting["started"]["timestamp"])
+    assert timedelta(hours=12) < timeutil.parse(now) - called < timedelta(days=2)
+
+
 def test_the_demo_on_a_memory_store_and_a_bad_timestamp_fail(tmp_path):
     db = str(tmp_path / "db.json")
     result = demo(db, env={"CONTEXTSVC_STORAGE_ENGINE": "memory"})

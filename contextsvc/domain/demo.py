@@ -51,6 +51,10 @@ DEFAULT_CUSTOMERS = 36
 DEFAULT_WEEKS = 3
 
 
+# the hour (UTC) from which the fixed stories' "today" is the current day (see _World.day)
+STORY_DAY_STARTS = 11
+
+
 def anchor(now: datetime) -> datetime:
     """The moment the journeys lead up to by default: the current hour, so that runs
     within the same hour give the same data."""
@@ -254,9 +258,14 @@ class _World:
                 return key
 
     def day(self, before: int, hh: int, mm: int, ss: int) -> datetime:
-        """A time of day (UTC), ``before`` days before today; the stories happen at
-        the same hours whatever the hour of ``now``."""
-        return self.horizon.replace(hour=hh, minute=mm, second=ss, microsecond=0) - timedelta(
+        """A time of day (UTC), ``before`` days before the stories' today; the stories
+        happen at the same hours whatever the hour of ``now``. Their today is the
+        current day from STORY_DAY_STARTS on, else the day before: early in the day,
+        counting from midnight would leave the stories too little time to play out
+        (the wireless caller's delivery arrives some 42 hours after the call, the
+        waiting caller would not yet be idle)."""
+        today = self.horizon - timedelta(hours=STORY_DAY_STARTS)
+        return today.replace(hour=hh, minute=mm, second=ss, microsecond=0) - timedelta(
             days=before)
 
     def moment(self, earliest: datetime | None = None,
