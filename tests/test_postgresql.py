@@ -239,6 +239,62 @@ def test_a_connection_lost_during_commit_is_reported_as_an_unknown_outcome(pg_cl
         store.close()
 
 
+def test_a_write_that_fails_before_its_commit_changes_nothing(pg_cluster):
+    """A write's last statements go in one round trip with its COMMIT: when one
+    of them fails, the server skips the COMMIT, and nothing of the write stays."""
+    schema = pgcluster.fresh_schema()
+    store = open_store(load(settings(pg_cluster, schema), environ={}))
+    try:
+        first = store.create_service(lambda sid: service(sid, "kept"))
+        pg_cluster.psql(
+            f"CREATE FUNCTION {schema}.refuse() RETURNS trigger LANGUAGE plpgsql AS "
+            "$$ BEGIN IF NEW.customer_id = 'refused' THEN RAISE 'refused here'; END IF; "
+            "RETURN NEW; END $$; "
+            f"CREATE TRIGGER refuse BEFORE INSERT OR UPDATE ON {schema}.services "
+            f"FOR EACH ROW EXECUTE FUNCTION {schema}.refuse()")
+        with pytest.raises(StoreFailure, match="refused here.*nothing was changed"):
+            store.create_service(lambda sid: service(sid, "refused"))
+
+        def refuse(doc):
+            doc["customer_id"] = "refused"
+
+        with pytest.raises(StoreFailure, match="refused here.*nothing was changed"):
+            store.update_service(first["service_id"], refuse)
+        assert store.count() == 1 and store.stats().services == 1
+        assert store.get_service(first["service_id"])["customer_id"] == "kept"
+        assert [doc["customer_id"] for doc in store.customer_services("refused")] == []
+        again = store.create_service(lambda sid: service(sid, "kept"))
+        assert again["service_id"] > first["service_id"] and store.count() == 2
+    finally:
+        store.close()
+
+
+def test_writers_wait_for_a_counter_row_when_every_one_is_held(pg_cluster):
+    """Each write adds to one of a few counter rows, one no other transaction
+    holds. When all of them are held, it waits for its own, and counts once."""
+    import psycopg
+
+    schema = pgcluster.fresh_schema()
+    store = open_store(load(settings(pg_cluster, schema), environ={}))
+    holder = psycopg.connect(pg_cluster.dsn, autocommit=True)
+    try:
+        store.create_service(lambda sid: service(sid))
+        holder.execute("BEGIN")
+        holder.execute(f"SELECT * FROM {schema}.counters FOR UPDATE")
+        done = []
+        writer = threading.Thread(
+            target=lambda: done.append(store.create_service(lambda sid: service(sid))))
+        writer.start()
+        writer.join(1.0)
+        assert writer.is_alive() and not done  # waiting for a counter row
+        holder.execute("COMMIT")
+        writer.join(30)
+        assert done and store.count() == 2 and store.stats().services == 2
+    finally:
+        holder.close()
+        store.close()
+
+
 # ------------------------------------------------------------------ two app servers
 def test_two_app_servers_on_one_database_lose_and_duplicate_no_write(pg_cluster, tmp_path):
     """Two gunicorn servers, two workers each, on one schema: concurrent creates and

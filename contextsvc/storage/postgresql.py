@@ -41,6 +41,7 @@ import json
 import logging
 import os
 import re
+import sys
 import threading
 import time
 import weakref
@@ -217,6 +218,8 @@ _BUSY = (pgerrors.LockNotAvailable, pgerrors.QueryCanceled, pgerrors.Serializati
          pgerrors.DeadlockDetected, pgerrors.TooManyConnections, pgerrors.CannotConnectNow)
 # after these the connection is not worth keeping: a standby, a server going away
 # (lock and statement timeouts are OperationalErrors too, but the connection is fine)
+IDLE, INTRANS, INERROR = (psycopg.pq.TransactionStatus.IDLE, psycopg.pq.TransactionStatus.INTRANS,
+                          psycopg.pq.TransactionStatus.INERROR)
 _DISCARD = (pgerrors.ReadOnlySqlTransaction, pgerrors.AdminShutdown, pgerrors.CrashShutdown,
             pgerrors.IdleInTransactionSessionTimeout, psycopg.OperationalError)
 
@@ -339,6 +342,48 @@ def _check_idle(conn: psycopg.Connection) -> None:
         ConnectionPool.check_connection(conn)
 
 
+class _GeventConnection(psycopg.Connection):
+    """A connection whose waits for the server are gevent's own. Under gevent's
+    monkey patching psycopg waits through gevent's emulation of ``select.poll``
+    (its C wait would stop the whole worker), which makes a poll object, a watcher
+    and a timeout for each wait: most of the CPU a short statement costs this side
+    (each start-service waits twice). This waits on one watcher of the socket."""
+
+    def wait(self, gen: Any, interval: float = 0.1, timeout: float | None = None) -> Any:
+        if timeout is not None:
+            return super().wait(gen, interval=interval, timeout=timeout)
+        hub = _gevent_hub()
+        fileno = self.pgconn.socket
+        try:
+            # psycopg's Wait (R 1, W 2, RW 3) are libev's READ and WRITE bits; the
+            # answer is Ready with the same bits: for RW, both (an operation that
+            # is not ready yet just asks again)
+            waiting = next(gen)
+            while True:
+                watcher = hub.loop.io(fileno, int(waiting))
+                try:
+                    hub.wait(watcher)
+                finally:
+                    watcher.close()
+                waiting = gen.send(int(waiting))
+        except StopIteration as done:
+            return done.value
+
+
+def _gevent_hub() -> Any:
+    from gevent import get_hub
+
+    return get_hub()
+
+
+def _connection_class() -> type[psycopg.Connection]:
+    """The class of the pool's connections, chosen in the process that uses them."""
+    monkey = sys.modules.get("gevent.monkey")
+    if monkey is not None and monkey.is_module_patched("select"):
+        return _GeventConnection
+    return psycopg.Connection
+
+
 _shared: dict[tuple[Any, ...], _Shared] = {}
 _shared_lock = threading.Lock()
 
@@ -351,7 +396,8 @@ def _acquire(settings: _Settings) -> _Shared:
         shared = _shared.get(settings.key())
         if shared is None or shared.pid != os.getpid():
             pool = ConnectionPool(
-                settings.dsn, min_size=settings.pool_min, max_size=settings.pool_max,
+                settings.dsn, connection_class=_connection_class(),
+                min_size=settings.pool_min, max_size=settings.pool_max,
                 kwargs={"autocommit": True}, configure=settings.configure,
                 check=_check_idle, timeout=settings.lock_timeout,
                 reconnect_timeout=RECONNECT_TIMEOUT, name="contextsvc", open=False)
@@ -486,16 +532,23 @@ class _Unit:
             with self.conn.cursor() as cur:
                 cur.executemany(self.t["put_request"], changed)
 
-    def finish(self) -> None:
-        if not (self.services or self.bytes or self.garbage):
-            self.flush()
-            return
+    def finish(self, commit: bool = False) -> None:
+        """Send the new rows and the counters in one round trip; with ``commit``, the
+        COMMIT too (:meth:`PostgresStore._commit`): nothing may follow in the unit."""
         figures = (self.services, self.bytes, self.garbage)
-        with self.conn.pipeline():  # the new rows and the counters in one round trip
+
+        def last() -> None:
             self.flush()
-            counted = self.conn.execute(self.t["count_free"], (*figures, SHARDS))
-        if counted.rowcount == 0:  # every row was taken: wait for this process's own
-            self.conn.execute(self.t["count"], (*figures, SHARDS))
+            if any(figures):
+                self.conn.execute(self.t["count"], (*figures, SHARDS, SHARDS))
+
+        if commit:
+            self.store._commit(self.conn, last)
+        elif any(figures):
+            with self.conn.pipeline():
+                last()
+        else:
+            self.flush()
 
 
 class PostgresStore:
@@ -626,7 +679,9 @@ class PostgresStore:
             try:
                 yield conn
                 committing = True
-                if write and not snapshot:
+                if conn.info.transaction_status == IDLE:
+                    pass  # committed with the unit's last statements (_Unit.finish)
+                elif write and not snapshot:
                     self._commit(conn)
                 else:
                     conn.execute("COMMIT")
@@ -642,7 +697,8 @@ class PostgresStore:
                     raise self._mapped(exc, committing) from None
                 raise
 
-    def _commit(self, conn: psycopg.Connection) -> None:
+    def _commit(self, conn: psycopg.Connection, last: Callable[[], None] | None = None
+                ) -> None:
         """COMMIT a write, within ``statement_timeout`` on this side. PostgreSQL does
         not apply statement_timeout to a COMMIT that waits for a synchronous standby:
         the transaction is committed on the primary first, then waits for the
@@ -650,9 +706,28 @@ class PostgresStore:
         cancelled (PostgreSQL then ends the COMMIT with a warning, the transaction
         committed on the primary and maybe on no standby) and the write is reported
         as of unknown outcome (StoreFailure, 503), never acknowledged; the
-        connection is closed, so that the cancel reaches no later statement."""
+        connection is closed, so that the cancel reaches no later statement.
+
+        ``last`` sends the unit's last statements, in one round trip with the COMMIT.
+        When one of them fails, the server skips the rest, COMMIT included, and the
+        transaction is left failed: its error is raised as it is (nothing was
+        committed). When the connection is lost on the way, whether the COMMIT was
+        made is unknown, as for a COMMIT sent alone."""
+        def send() -> None:
+            if last is None:
+                conn.execute("COMMIT")
+                return
+            try:
+                with conn.pipeline():
+                    last()
+                    conn.execute("COMMIT")
+            except psycopg.Error as exc:
+                if conn.info.transaction_status in (INERROR, INTRANS):
+                    raise  # failed before the COMMIT: nothing was committed
+                raise self._mapped(exc, committing=True) from None
+
         if self.settings.statement_timeout <= 0:
-            conn.execute("COMMIT")
+            send()
             return
 
         def cancel() -> None:
@@ -663,8 +738,8 @@ class PostgresStore:
 
         token = _watchdog.arm(self.settings.statement_timeout, cancel)
         try:
-            conn.execute("COMMIT")
-        except psycopg.Error:
+            send()
+        except (psycopg.Error, StoreFailure):
             if _watchdog.disarm(token):
                 raise
             cancelled = True
@@ -768,10 +843,7 @@ class PostgresStore:
             with conn.pipeline():  # one round trip for all
                 if begin:
                     conn.execute("BEGIN")
-                # shared: an import (exclusive) moves the sequence only when no one
-                # draws from it
-                conn.execute(self._t["lock_shared"], (self._lock_name("ids", ""),))
-                cursor = conn.execute(self._t["next_ids"], (n,))
+                cursor = conn.execute(self._t["next_ids"], (self._lock_name("ids", ""), n))
         except pgerrors.SequenceGeneratorLimitExceeded:
             raise StoreFailure("No service ids are left below 2^53") from None
         return sorted(row[0] for row in cursor.fetchall())
@@ -793,7 +865,7 @@ class PostgresStore:
                 doc = build(sid)
                 unit.insert(sid, doc)
                 docs.append(doc)
-            unit.finish()
+            unit.finish(commit=True)
         return docs
 
     def _locked(self, conn: psycopg.Connection, sid: int) -> tuple[Doc, int]:
@@ -811,7 +883,7 @@ class PostgresStore:
             result = change(doc)
             unit = _Unit(self, conn)
             unit.update(sid, doc, old, size)
-            unit.finish()
+            unit.finish(commit=True)
         return result, doc
 
     def find_or_create(self, wanted: Sequence[tuple[str | None, str | None]],
@@ -856,7 +928,7 @@ class PostgresStore:
                     unit.insert(sid, here[sid])
                 else:
                     unit.update(sid, here[sid], *before[sid])
-            unit.finish()
+            unit.finish(commit=True)
         return out
 
     def put_request(self, key: RequestKey, record: Doc | None,
@@ -881,7 +953,7 @@ class PostgresStore:
             _, size = self._locked(conn, sid)
             unit = _Unit(self, conn)
             unit.delete(sid, size)
-            unit.finish()
+            unit.finish(commit=True)
 
     def rewrite_services(self, sids: Iterable[int], change: Callable[[Doc], bool | None]
                          ) -> tuple[int, int]:
@@ -903,7 +975,7 @@ class PostgresStore:
                 elif verdict:
                     unit.update(sid, doc, old, size)
                     written += 1
-            unit.finish()
+            unit.finish(commit=True)
         return written, deleted
 
     def put_services(self, docs: Iterable[Doc | Encoded], on_conflict: str = "fail") -> int:
@@ -1121,7 +1193,7 @@ def _statements(s: sql.Identifier) -> dict[str, sql.Composable]:
     def f(text: str) -> sql.Composable:
         return q(text).format(s=s)
 
-    return {
+    statements = {
         "get": f("SELECT doc::text FROM {s}.services WHERE id = %s"),
         "get_locked": f("SELECT doc::text, bytes FROM {s}.services WHERE id = %s FOR UPDATE"),
         "many_locked": f("SELECT id, doc::text, bytes FROM {s}.services WHERE id = ANY(%s) "
@@ -1155,28 +1227,31 @@ def _statements(s: sql.Identifier) -> dict[str, sql.Composable]:
         "drop_expired_own": f("DELETE FROM {s}.requests WHERE service_id = 0 AND until <= %s"),
         "own_requests": f("SELECT key, record::text FROM {s}.requests WHERE service_id = 0 "
                           "ORDER BY key"),
-        "count": f("UPDATE {s}.counters SET services = services + %s, bytes = bytes + %s, "
-                   "garbage = garbage + %s WHERE shard = pg_backend_pid() %% %s"),
         # a row no other transaction holds (each holds its row until its COMMIT, flush
-        # and synchronous standby included), this connection's own first
-        "count_free": f("UPDATE {s}.counters SET services = services + %s, "
-                        "bytes = bytes + %s, garbage = garbage + %s WHERE shard = ("
-                        "SELECT shard FROM {s}.counters "
-                        "ORDER BY (shard - pg_backend_pid()) %% %s = 0 DESC, shard "
-                        "LIMIT 1 FOR UPDATE SKIP LOCKED)"),
+        # and synchronous standby included), this connection's own first; when every
+        # row is held, this connection's own, waiting for it: one statement, whose
+        # result the writer need not look at (it goes with the COMMIT)
+        "count": f("UPDATE {s}.counters SET services = services + %s, "
+                   "bytes = bytes + %s, garbage = garbage + %s WHERE shard = coalesce(("
+                   "SELECT shard FROM {s}.counters "
+                   "ORDER BY (shard - pg_backend_pid()) %% %s = 0 DESC, shard "
+                   "LIMIT 1 FOR UPDATE SKIP LOCKED), pg_backend_pid() %% %s)"),
         "totals": f("SELECT coalesce(sum(services), 0), coalesce(sum(bytes), 0), "
                     "coalesce(sum(garbage), 0) FROM {s}.counters"),
         "counters_locked": f("SELECT shard FROM {s}.counters ORDER BY shard FOR UPDATE"),
         "forget_garbage": f("UPDATE {s}.counters SET garbage = 0 WHERE garbage <> 0"),
         "last_id": f("SELECT CASE WHEN is_called THEN last_value ELSE 0 END "
                      "FROM {s}.service_ids"),
-        "next_ids": q("SELECT nextval({}) FROM generate_series(1, %s)").format(
+        # shared: an import (exclusive) moves the sequence only when no one draws from
+        # it; the lock is taken (once) before the first id is drawn
+        "next_ids": q("WITH l AS MATERIALIZED (SELECT pg_advisory_xact_lock_shared("
+                      "hashtextextended(%s, 0))) SELECT nextval({}) FROM l, "
+                      "generate_series(1, %s)").format(
             sql.Literal(f"{s.as_string(None)}.service_ids")),
         "move_ids": q("SELECT setval({seq}, %s) WHERE %s > (SELECT CASE WHEN is_called THEN "
                       "last_value ELSE 0 END FROM {s}.service_ids)").format(
             seq=sql.Literal(f"{s.as_string(None)}.service_ids"), s=s),
         "lock": q("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))"),
-        "lock_shared": q("SELECT pg_advisory_xact_lock_shared(hashtextextended(%s, 0))"),
         "lock_exclusive": q("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))"),
         "try_lock": q("SELECT pg_try_advisory_lock(hashtextextended(%s, 0))"),
         "unlock": q("SELECT pg_advisory_unlock(hashtextextended(%s, 0))"),
@@ -1189,3 +1264,5 @@ def _statements(s: sql.Identifier) -> dict[str, sql.Composable]:
                        "WHERE (doc->>'service_id') IS DISTINCT FROM id::text LIMIT 1"),
         "audit_totals": f("SELECT count(*), coalesce(sum(bytes), 0) FROM {s}.services"),
     }
+    # rendered once: psycopg renders a Composed query again on every execution
+    return {name: q(statement.as_string(None)) for name, statement in statements.items()}
