@@ -813,16 +813,25 @@ class PostgresStore:
     def may_hold_request(self, name: str) -> bool:
         return True  # only the database knows
 
-    def _check(self, conn: psycopg.Connection, key: RequestKey | None) -> None:
-        """Take the key's lock for the rest of the transaction, and raise Recorded when
-        it has a live record: a second request with the key waits for the first's
-        write, then finds its record."""
-        if key is None:
-            return
-        self._lock_on(conn, "key", key.name)
-        row = conn.execute(self._t["get_request"], (key.name, key.now)).fetchone()
-        if row is not None:
+    def _begin(self, conn: psycopg.Connection, key: RequestKey | None,
+               *first: tuple[Any, Sequence[Any]]) -> list[psycopg.Cursor[Any]]:
+        """BEGIN a unit of work (made with ``begin=False``), with its first statements,
+        in one round trip; returns their cursors. With ``key``, the key's lock comes
+        first, for the rest of the transaction, and Recorded is raised when the key
+        has a live record: a second request with the key waits for the first's
+        write, then finds its record (what the statements did is rolled back)."""
+        try:
+            with conn.pipeline():
+                conn.execute("BEGIN")
+                if key is not None:
+                    conn.execute(self._t["lock"], (self._lock_name("key", key.name),))
+                    recorded = conn.execute(self._t["get_request"], (key.name, key.now))
+                cursors = [conn.execute(query, params) for query, params in first]
+        except pgerrors.SequenceGeneratorLimitExceeded:
+            raise StoreFailure("No service ids are left below 2^53") from None
+        if key is not None and (row := recorded.fetchone()) is not None:
             raise Recorded(json.loads(row[0]))
+        return cursors
 
     # ----------------------------------------------------------------- writing
     def _lock_name(self, kind: str, name: str) -> str:
@@ -833,17 +842,14 @@ class PostgresStore:
         make two unrelated callers take turns)."""
         conn.execute(self._t["lock"], (self._lock_name(kind, name),))
 
-    def _new_ids(self, conn: psycopg.Connection, n: int, begin: bool = False) -> list[int]:
-        """``n`` new ids; with ``begin``, BEGIN the transaction first."""
-        if n == 0:
-            if begin:
-                conn.execute("BEGIN")
-            return []
+    def _ids(self, n: int) -> tuple[Any, Sequence[Any]]:
+        """The statement that draws ``n`` new ids (after a lock that an import, which
+        moves the sequence, takes exclusively)."""
+        return self._t["next_ids"], (self._lock_name("ids", ""), n)
+
+    def _new_ids(self, conn: psycopg.Connection, n: int) -> list[int]:
         try:
-            with conn.pipeline():  # one round trip for all
-                if begin:
-                    conn.execute("BEGIN")
-                cursor = conn.execute(self._t["next_ids"], (self._lock_name("ids", ""), n))
+            cursor = conn.execute(*self._ids(n))
         except pgerrors.SequenceGeneratorLimitExceeded:
             raise StoreFailure("No service ids are left below 2^53") from None
         return sorted(row[0] for row in cursor.fetchall())
@@ -855,12 +861,13 @@ class PostgresStore:
     def create_services(self, builds: Iterable[Callable[[int], Doc]],
                         key: RequestKey | None = None) -> list[Doc]:
         builds = list(builds)
-        # without a key to look up first, BEGIN goes with the ids' round trip
-        with self._unit(begin=key is not None) as conn:
-            self._check(conn, key)
+        with self._unit(begin=False) as conn:
+            # two round trips in all: BEGIN, the key's check and the ids; the new
+            # rows, the counters and COMMIT
+            drawn = self._begin(conn, key, *([self._ids(len(builds))] if builds else []))
+            ids = sorted(row[0] for row in drawn[0].fetchall()) if builds else []
             unit = _Unit(self, conn)
             docs = []
-            ids = self._new_ids(conn, len(builds), begin=key is None)
             for sid, build in zip(ids, builds, strict=True):
                 doc = build(sid)
                 unit.insert(sid, doc)
@@ -868,17 +875,18 @@ class PostgresStore:
             unit.finish(commit=True)
         return docs
 
-    def _locked(self, conn: psycopg.Connection, sid: int) -> tuple[Doc, int]:
-        row = conn.execute(self._t["get_locked"], (sid,)).fetchone()
+    def _locked(self, conn: psycopg.Connection, sid: int, key: RequestKey | None = None
+                ) -> tuple[Doc, int]:
+        """BEGIN, the key's check and service ``sid``, locked, in one round trip."""
+        row = self._begin(conn, key, (self._t["get_locked"], (sid,)))[0].fetchone()
         if row is None:
             raise NotFound(f"There is no service {sid}")
         return decode(row[0].encode()), row[1]
 
     def update_service(self, sid: int, change: Callable[[Doc], T],
                        key: RequestKey | None = None) -> tuple[T, Doc]:
-        with self._unit() as conn:
-            self._check(conn, key)
-            doc, size = self._locked(conn, sid)
+        with self._unit(begin=False) as conn:
+            doc, size = self._locked(conn, sid, key)
             old = _records(doc)
             result = change(doc)
             unit = _Unit(self, conn)
@@ -893,19 +901,19 @@ class PostgresStore:
                        key: RequestKey | None = None) -> list[tuple[T, Doc, bool]]:
         customers = sorted({c for c, _ in wanted if c is not None})
         contacts = sorted({k or "" for c, k in wanted if c is None})
-        with self._unit() as conn:
-            self._check(conn, key)
+        lock = self._t["lock"]
+        with self._unit(begin=False) as conn:
             # two callers on the same customer (or contact key) take turns here, on any
             # app server: the second sees the service the first made
-            for c in customers:
-                self._lock_on(conn, "customer", c)
-            for k in contacts:
-                self._lock_on(conn, "anonymous", k)
+            *_, owned = self._begin(
+                conn, key,
+                *[(lock, (self._lock_name("customer", c),)) for c in customers],
+                *[(lock, (self._lock_name("anonymous", k),)) for k in contacts],
+                (self._t["owned_locked"],
+                 ([_col(c) for c in customers], [_col(k) for k in contacts])))
             here: dict[int, Doc] = {}  # read or made in this unit, as changed so far
             before: dict[int, tuple[dict[str, str], int]] = {}  # records and size as read
-            for sid, body, size in conn.execute(
-                    self._t["owned_locked"],
-                    ([_col(c) for c in customers], [_col(k) for k in contacts])).fetchall():
+            for sid, body, size in owned.fetchall():
                 here[sid] = decode(body.encode())
                 before[sid] = (_records(here[sid]), size)
             made: list[int] = []
@@ -949,7 +957,7 @@ class PostgresStore:
                               str(record.get("until", ""))))
 
     def delete_service(self, sid: int) -> None:
-        with self._unit() as conn:
+        with self._unit(begin=False) as conn:
             _, size = self._locked(conn, sid)
             unit = _Unit(self, conn)
             unit.delete(sid, size)
