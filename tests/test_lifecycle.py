@@ -1,6 +1,9 @@
 """Expiration, auto-complete and purge over HTTP (API.md 6), with the server's clock
 moved by the test: time decides what a client sees, whether or not a sweep ran."""
 
+import gc
+import threading
+import time
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -415,3 +418,22 @@ def test_with_server_sweeps_off_the_server_only_reclaims(tmp_path, clock):
     with tinydb_snapshot(path) as db:
         assert sorted(d.doc_id for d in db.table("services").all()) == sids  # still there
     assert api.get("/customers/C/services") == []  # but gone for every read
+
+
+def test_an_app_that_is_dropped_stops_its_housekeeping(tmp_path):
+    """A program that makes apps in-process and drops them (an embedding program, a
+    test suite) does not keep a housekeeping thread per app working on their stores."""
+    def sweepers() -> set[threading.Thread]:
+        return {t for t in threading.enumerate() if t.name == "contextsvc-sweeper"}
+
+    before = sweepers()
+    app = create_app({"storage": {"path": str(tmp_path / "db.json")},
+                      "lifecycle": {"sweep_interval": "1s"}})
+    assert app.test_client().get("/genesys/1/cs/customers/C/services").status_code == 200
+    (thread,) = sweepers() - before  # the first request started it
+    time.sleep(1.5)
+    assert thread.is_alive()  # it keeps the store while the app is there
+    del app
+    gc.collect()
+    thread.join(timeout=10)
+    assert not thread.is_alive()

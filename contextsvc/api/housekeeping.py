@@ -15,6 +15,7 @@ import logging
 import os
 import threading
 import time
+import weakref
 from collections.abc import Callable
 
 from ..domain import housekeeping
@@ -47,23 +48,22 @@ class Sweeper:
         with self._lock:
             if self._pid != os.getpid():
                 self._pid = os.getpid()
-                threading.Thread(target=self._run, name="contextsvc-sweeper",
-                                 daemon=True).start()
+                threading.Thread(target=_run, args=(weakref.ref(self), self.tick),
+                                 name="contextsvc-sweeper", daemon=True).start()
 
-    def _run(self) -> None:
-        failing: dict[int, str | None] = {}  # per store: its last complaint, logged once
-        while True:
-            time.sleep(self.tick)
-            for n, store in enumerate(self.stores()):
-                try:
-                    self.keep(store)
-                    failing[n] = None
-                except ContextError as exc:  # the store's own: busy, failing, replaced
-                    if exc.message != failing.get(n):
-                        log.warning("housekeeping postponed: %s", exc.message)
-                    failing[n] = exc.message
-                except Exception:  # noqa: BLE001 - logged; the next tick tries again
-                    log.exception("housekeeping failed; trying again in %g s", self.tick)
+    def keep_all(self, failing: dict[int, str | None]) -> None:
+        """One tick's housekeeping of every store; ``failing`` holds each store's last
+        complaint, so that a complaint is logged once, not at every tick."""
+        for n, store in enumerate(self.stores()):
+            try:
+                self.keep(store)
+                failing[n] = None
+            except ContextError as exc:  # the store's own: busy, failing, replaced
+                if exc.message != failing.get(n):
+                    log.warning("housekeeping postponed: %s", exc.message)
+                failing[n] = exc.message
+            except Exception:  # noqa: BLE001 - logged; the next tick tries again
+                log.exception("housekeeping failed; trying again in %g s", self.tick)
 
     def keep(self, store: ServiceStore) -> None:
         """One tick's housekeeping of one store."""
@@ -95,3 +95,17 @@ class Sweeper:
             log.info("sweep: %d expired services removed, %d auto-completed",
                      swept.removed, swept.completed)
         return swept
+
+
+def _run(sweeper: weakref.ref[Sweeper], tick: float) -> None:
+    """The sweeper thread: a tick at a time, for as long as its app is there. It holds
+    no reference of its own, so that an app that is dropped (an embedding program's,
+    a test's) takes its thread with it instead of keeping its stores busy."""
+    failing: dict[int, str | None] = {}
+    while True:
+        time.sleep(tick)
+        alive = sweeper()
+        if alive is None:
+            return
+        alive.keep_all(failing)
+        del alive
