@@ -28,9 +28,11 @@ Every store is swept once with ``contextsvc sweep --full`` before its servers
 start, so that no server runs the daily refresh during a load.
 
 A CHECKPOINT precedes each load. The table shows the median of each figure, then
-the ratios the targets are stated in, the writes per second, and the bytes each
-service takes in the database (table, TOAST and indexes over services) and in
-the WAL (per start-service).
+the ratios the targets are stated in, the writes per second, the CPU each
+request costs the app server (master and workers) and PostgreSQL (all its
+processes; from ``/proc``, user + system, over the measured load), and the bytes
+each service takes in the database (table, TOAST and indexes over services) and
+in the WAL (per start-service).
 """
 
 from __future__ import annotations
@@ -119,6 +121,30 @@ def sizes(node: Node, schema: str) -> dict[str, float]:
             "document": document}
 
 
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def tree_cpu(pid: int) -> float:
+    """CPU seconds (user + system) of process ``pid`` and of its children, those that
+    have ended and been waited for included (a gunicorn master and its workers, a
+    postmaster and its backends)."""
+    def ticks(p: int, fields: slice) -> int:
+        try:
+            with open(f"/proc/{p}/stat") as handle:
+                return sum(int(v) for v in handle.read().rsplit(")", 1)[1].split()[fields])
+        except (FileNotFoundError, ProcessLookupError):
+            return 0  # ended: its time is now in the parent's
+    children = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True,
+                              text=True).stdout.split()
+    total = ticks(pid, slice(11, 15)) + sum(ticks(int(c), slice(11, 13)) for c in children)
+    return total / TICK
+
+
+def postmaster(node: Node) -> int:
+    with open(os.path.join(node.data, "postmaster.pid")) as handle:
+        return int(handle.readline())
+
+
 def wal_lsn(node: Node) -> str:
     return node.psql("SELECT pg_current_wal_lsn()")
 
@@ -149,9 +175,12 @@ def measure(node: Node, system: str, size: int, schema: str | None, workdir: str
             script = {"start": "start.lua", "query": "query.lua"}[load]
             for warm in (True, False):
                 began = wal_lsn(node)
+                cpu = [sum(tree_cpu(s.proc.pid) for s in servers), tree_cpu(postmaster(node))]
                 procs = [wrk_start(s.port, (script, "report.lua"), 2 if warm else args.seconds,
                                    args.connections, customers) for s in servers]
                 results = [wrk_finish(p, timeout=args.seconds + 60) for p in procs]
+            app_cpu = sum(tree_cpu(s.proc.pid) for s in servers) - cpu[0]
+            db_cpu = tree_cpu(postmaster(node)) - cpu[1]
             wal = float(node.psql(f"SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '{began}')"))
             total = sum(r["requests"] for r in results)
             row[load] = {"rps": sum(r["rps"] for r in results),
@@ -159,7 +188,9 @@ def measure(node: Node, system: str, size: int, schema: str | None, workdir: str
                          "p99_us": max(r["p99_us"] for r in results),
                          "non2xx": sum(r["non2xx"] for r in results),
                          "socket_errors": sum(r["socket_errors"] for r in results),
-                         "wal_per_request": wal / total if total else 0.0}
+                         "wal_per_request": wal / total if total else 0.0,
+                         "app_cpu_us": app_cpu / total * 1e6 if total else 0.0,
+                         "db_cpu_us": db_cpu / total * 1e6 if total else 0.0}
             if len(results) > 1:
                 row[load]["each_rps"] = [r["rps"] for r in results]
     finally:
@@ -235,8 +266,9 @@ def main() -> None:
     for key, rounds in results.items():
         for load in ("start", "query"):
             if load in rounds[0]:
-                rows[key][load]["wal_per_request"] = sorted(
-                    r[load]["wal_per_request"] for r in rounds)[len(rounds) // 2]
+                for figure in ("wal_per_request", "app_cpu_us", "db_cpu_us"):
+                    rows[key][load][figure] = sorted(
+                        r[load][figure] for r in rounds)[len(rounds) // 2]
     print(f"\nmachine: {platform.machine()}, {os.cpu_count()} cores, Python "
           f"{platform.python_version()}, PostgreSQL {version} (fsync, synchronous_commit, "
           f"full_page_writes on; wal_compression {DURABLE['wal_compression']}; shared_buffers "
@@ -283,6 +315,13 @@ def main() -> None:
           f"{rps('postgresql x2/empty'):,.0f} through two app servers")
     print(f"WAL per start-service: {rows['postgresql/empty']['start']['wal_per_request']:,.0f} "
           f"bytes empty, {rows['postgresql/large']['start']['wal_per_request']:,.0f} at {big:,}")
+    print("CPU per request, us of one core (the app server's master and workers / "
+          "PostgreSQL's processes), median:")
+    for system, size_key, loads in plan:
+        r = rows[f"{system}/{size_key}"]
+        print(f"  {system:<27} {size_of[size_key]:>9,}  " + ", ".join(
+            f"{load} {r[load]['app_cpu_us']:,.0f} / {r[load]['db_cpu_us']:,.0f}"
+            for load in loads))
     print(f"preload through put_services (the import path): {preload_rate:,.0f} services/s")
     for label, f in (("after the preload", footprint), ("after the rounds", footprint_after)):
         print(f"bytes per service, {label} ({f['services']:,.0f} services): {f['total']:,.0f} "
