@@ -269,6 +269,22 @@ def test_a_write_that_fails_before_its_commit_changes_nothing(pg_cluster):
         store.close()
 
 
+def test_a_sequence_at_its_end_answers_503_and_changes_nothing(pg_cluster):
+    """Service ids end at 2^53 - 1 (what a JSON number holds exactly): a start after
+    the last one is a 503 that says so, whether or not it carries a retry key."""
+    schema = pgcluster.fresh_schema()
+    client = create_app(settings(pg_cluster, schema)).test_client()
+    start = "/genesys/1/cs/services/start"
+    first = client.post(start, json={"customer_id": "C"}).get_json()["service_id"]
+    pg_cluster.psql(f"SELECT setval('{schema}.service_ids', 9007199254740991)")
+    for headers in ({}, {"Idempotency-Key": "k-1"}):
+        r = client.post(start, json={"customer_id": "C"}, headers=headers)
+        assert r.status_code == 503, r.get_data()
+        assert "No service ids are left" in r.get_json()["message"]
+    found = client.get("/genesys/1/cs/customers/C/services").get_json()
+    assert [s["service_id"] for s in found] == [first]
+
+
 def test_writers_wait_for_a_counter_row_when_every_one_is_held(pg_cluster):
     """Each write adds to one of a few counter rows, one no other transaction
     holds. When all of them are held, it waits for its own, and counts once."""

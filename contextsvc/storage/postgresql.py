@@ -390,7 +390,7 @@ def _ready_now(fileno: int, waiting: int) -> int:
     """Which of the ``waiting`` bits the socket is ready for now (0 if none), by a
     poll that does not wait: the system's own, not gevent's emulation. An error or
     a hang-up answers every bit asked for, so that psycopg finds it."""
-    poller = _original_poll()
+    poller = _original_poll()()
     poller.register(fileno, sum(mask for bit, mask in _POLL_BITS if waiting & bit))
     events = poller.poll(0)
     if not events:
@@ -402,14 +402,20 @@ def _ready_now(fileno: int, waiting: int) -> int:
 
 
 @functools.cache
-def _original_poll_class() -> Any:
+def _original_poll() -> Any:
+    """The system's ``select.poll`` class, which gevent's patching replaced."""
     from gevent.monkey import get_original
 
     return get_original("select", "poll")
 
 
-def _original_poll() -> Any:
-    return _original_poll_class()()
+@contextmanager
+def _ids_left() -> Iterator[None]:
+    """Around statements that draw service ids: the sequence's end, a StoreFailure."""
+    try:
+        yield
+    except pgerrors.SequenceGeneratorLimitExceeded:
+        raise StoreFailure("No service ids are left below 2^53") from None
 
 
 def _connection_class() -> type[psycopg.Connection]:
@@ -856,15 +862,12 @@ class PostgresStore:
         first, for the rest of the transaction, and Recorded is raised when the key
         has a live record: a second request with the key waits for the first's
         write, then finds its record (what the statements did is rolled back)."""
-        try:
-            with conn.pipeline():
-                conn.execute("BEGIN")
-                if key is not None:
-                    conn.execute(self._t["lock"], (self._lock_name("key", key.name),))
-                    recorded = conn.execute(self._t["get_request"], (key.name, key.now))
-                cursors = [conn.execute(query, params) for query, params in first]
-        except pgerrors.SequenceGeneratorLimitExceeded:
-            raise StoreFailure("No service ids are left below 2^53") from None
+        with _ids_left(), conn.pipeline():
+            conn.execute("BEGIN")
+            if key is not None:
+                conn.execute(self._t["lock"], (self._lock_name("key", key.name),))
+                recorded = conn.execute(self._t["get_request"], (key.name, key.now))
+            cursors = [conn.execute(query, params) for query, params in first]
         if key is not None and (row := recorded.fetchone()) is not None:
             raise Recorded(json.loads(row[0]))
         return cursors
@@ -884,10 +887,8 @@ class PostgresStore:
         return self._t["next_ids"], (self._lock_name("ids", ""), n)
 
     def _new_ids(self, conn: psycopg.Connection, n: int) -> list[int]:
-        try:
+        with _ids_left():
             cursor = conn.execute(*self._ids(n))
-        except pgerrors.SequenceGeneratorLimitExceeded:
-            raise StoreFailure("No service ids are left below 2^53") from None
         return sorted(row[0] for row in cursor.fetchall())
 
     def create_service(self, build: Callable[[int], Doc], key: RequestKey | None = None
