@@ -48,7 +48,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from run import Server, build_service, fmt, median_row, wrk_finish, wrk_start  # noqa: E402
+from run import Server, build_service, children, fmt, median_row, tree_cpu, wrk_finish, wrk_start  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
@@ -121,25 +121,6 @@ def sizes(node: Node, schema: str) -> dict[str, float]:
             "document": document}
 
 
-TICK = os.sysconf("SC_CLK_TCK")
-
-
-def tree_cpu(pid: int) -> float:
-    """CPU seconds (user + system) of process ``pid`` and of its children, those that
-    have ended and been waited for included (a gunicorn master and its workers, a
-    postmaster and its backends)."""
-    def ticks(p: int, fields: slice) -> int:
-        try:
-            with open(f"/proc/{p}/stat") as handle:
-                return sum(int(v) for v in handle.read().rsplit(")", 1)[1].split()[fields])
-        except (FileNotFoundError, ProcessLookupError):
-            return 0  # ended: its time is now in the parent's
-    children = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True,
-                              text=True).stdout.split()
-    total = ticks(pid, slice(11, 15)) + sum(ticks(int(c), slice(11, 13)) for c in children)
-    return total / TICK
-
-
 def postmaster(node: Node) -> int:
     with open(os.path.join(node.data, "postmaster.pid")) as handle:
         return int(handle.readline())
@@ -202,9 +183,7 @@ def measure(node: Node, system: str, size: int, schema: str | None, workdir: str
 def pin(server: Server, cpu: int) -> None:
     """Run the server's master and workers on one CPU only: as if each app server
     had a machine (a core) of its own, the database and wrk having the rest."""
-    children = subprocess.run(["pgrep", "-P", str(server.proc.pid)], capture_output=True,
-                              text=True).stdout.split()
-    for pid in [server.proc.pid, *map(int, children)]:
+    for pid in [server.proc.pid, *children(server.proc.pid)]:
         os.sched_setaffinity(pid, {cpu})
 
 

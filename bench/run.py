@@ -100,6 +100,26 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def children(pid: int) -> list[int]:
+    """The processes whose parent is ``pid`` (a gunicorn master's workers, a
+    postmaster's backends)."""
+    out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout
+    return [int(child) for child in out.split()]
+
+
+def tree_cpu(pid: int) -> float:
+    """CPU seconds (user + system) of process ``pid`` and of its children, those that
+    have ended and been waited for included."""
+    def ticks(p: int, fields: slice) -> int:
+        try:
+            with open(f"/proc/{p}/stat") as handle:
+                return sum(int(v) for v in handle.read().rsplit(")", 1)[1].split()[fields])
+        except (FileNotFoundError, ProcessLookupError):
+            return 0  # ended: its time is now in the parent's
+    total = ticks(pid, slice(11, 15)) + sum(ticks(c, slice(11, 13)) for c in children(pid))
+    return total / os.sysconf("SC_CLK_TCK")
+
+
 class Server:
     """``gunicorn -w N`` on loopback; ``log`` names a file for its output (else dropped)."""
 
@@ -135,8 +155,7 @@ class Server:
         raise RuntimeError("server did not answer")
 
     def rss_mb(self) -> float:
-        pids = [self.proc.pid] + [int(p) for p in subprocess.run(
-            ["pgrep", "-P", str(self.proc.pid)], capture_output=True, text=True).stdout.split()]
+        pids = [self.proc.pid, *children(self.proc.pid)]
         total = 0
         for pid in pids:
             try:

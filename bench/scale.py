@@ -42,7 +42,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.join(ROOT, "bench"))
 
-from run import Server, build_service, wrk, wrk_finish, wrk_start  # noqa: E402
+from run import Server, build_service, tree_cpu, wrk, wrk_finish, wrk_start  # noqa: E402
 
 # the contextsvc command, of the code beside this script (as gunicorn runs it, from ROOT)
 CLI = [sys.executable, "-c", "from contextsvc.cli import main; main()"]
@@ -97,28 +97,10 @@ def preload(path: str, n: int, replaced: float = 0.1) -> float:
 
 
 # ---------------------------------------------------------------- measuring
-def cpu_seconds(pids: list[int]) -> float:
-    total = 0
-    for pid in pids:
-        try:
-            with open(f"/proc/{pid}/stat") as handle:
-                fields = handle.read().rsplit(")", 1)[1].split()
-            total += int(fields[11]) + int(fields[12])
-        except FileNotFoundError:
-            pass
-    return total / os.sysconf("SC_CLK_TCK")
-
-
-def family(server: Server) -> list[int]:
-    out = subprocess.run(["pgrep", "-P", str(server.proc.pid)], capture_output=True, text=True)
-    return [server.proc.pid] + [int(pid) for pid in out.stdout.split()]
-
-
 def load(server: Server, script: str, seconds: int, connections: int, customers: int) -> dict:
-    pids = family(server)
-    before = cpu_seconds(pids)
+    before = tree_cpu(server.proc.pid)
     result = wrk(server.port, script, seconds, connections, customers)
-    result["cpu_us"] = 1e6 * (cpu_seconds(pids) - before) / max(1, result["requests"])
+    result["cpu_us"] = 1e6 * (tree_cpu(server.proc.pid) - before) / max(1, result["requests"])
     return result
 
 
