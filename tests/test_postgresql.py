@@ -210,7 +210,8 @@ def test_a_connection_lost_during_commit_is_reported_as_an_unknown_outcome(pg_cl
     schema = pgcluster.fresh_schema()
     store = open_store(load(settings(pg_cluster, schema), environ={}))
     try:
-        # a deferred trigger runs at COMMIT: the connection is cut while it sleeps
+        # a deferred trigger runs at COMMIT: the connection is cut while it sleeps (the
+        # write's last statements and its COMMIT are one query)
         pg_cluster.psql(
             f"CREATE FUNCTION {schema}.slow() RETURNS trigger LANGUAGE plpgsql AS "
             "$$ BEGIN PERFORM pg_sleep(5); RETURN NULL; END $$; "
@@ -221,7 +222,8 @@ def test_a_connection_lost_during_commit_is_reported_as_an_unknown_outcome(pg_cl
         def kill() -> None:
             for _ in range(100):
                 out = pg_cluster.psql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                                      "WHERE query = 'COMMIT' AND state = 'active'")
+                                      "WHERE query LIKE '%COMMIT' AND state = 'active' "
+                                      "AND pid <> pg_backend_pid()")
                 if out:
                     killed.append(out)
                     return
@@ -237,6 +239,42 @@ def test_a_connection_lost_during_commit_is_reported_as_an_unknown_outcome(pg_cl
         assert store.create_service(lambda sid: service(sid))["service_id"] == 2
     finally:
         store.close()
+
+
+def test_a_commit_held_past_the_statement_timeout_after_quick_ones_is_given_up(pg_cluster):
+    """A COMMIT that waits for a synchronous standby no one runs is given up at the
+    statement timeout (503, outcome unknown), also right after quick COMMITs (the
+    watchdog that gives it up was then asleep until an earlier deadline)."""
+    schema = pgcluster.fresh_schema()
+    # the test cluster does not wait for its flush (synchronous_commit off on its command
+    # line): the sessions the store opens do (a database's setting wins over it)
+    pg_cluster.psql("ALTER DATABASE postgres SET synchronous_commit = on")
+    store = open_store(load(settings(pg_cluster, schema, statement_timeout=1), environ={}))
+    try:
+        store.create_service(lambda sid: service(sid))
+        pg_cluster.psql("ALTER SYSTEM SET synchronous_standby_names = 'nobody_runs_this'")
+        pg_cluster.psql("SELECT pg_reload_conf()")
+        time.sleep(0.5)  # the store's session reads the new setting at its next query
+        outcome: list[str] = []
+
+        def write() -> None:
+            try:
+                store.create_service(lambda sid: service(sid))
+                outcome.append("acknowledged")
+            except StoreFailure as exc:
+                outcome.append(exc.message)
+
+        writer = threading.Thread(target=write, daemon=True)
+        writer.start()
+        writer.join(10)  # not given up: it waits until the setting is reset below
+        assert outcome and "did not confirm the write within 1 s" in outcome[0], outcome
+    finally:
+        pg_cluster.psql("ALTER SYSTEM RESET synchronous_standby_names")
+        pg_cluster.psql("SELECT pg_reload_conf()")
+        pg_cluster.psql("ALTER DATABASE postgres RESET synchronous_commit")
+        store.close()
+    # committed on this server all the same: reported unknown, not undone
+    assert pg_cluster.psql(f"SELECT count(*) FROM {schema}.services") == "2"
 
 
 def test_a_write_that_fails_before_its_commit_changes_nothing(pg_cluster):

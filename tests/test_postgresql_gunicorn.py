@@ -22,10 +22,14 @@ def env(cluster, schema, **storage) -> dict[str, str]:
 
 
 def waiting_for_a_lock(cluster, schema: str) -> int:
-    """How many of the app's statements on ``schema`` wait for a lock now."""
+    """How many of the app's statements on ``schema`` wait for a lock now (the app's
+    writes name their prepared statements, not the schema: its sessions are told by
+    the relations their locks are asked on)."""
     return int(cluster.psql(
-        "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
-        f"AND query LIKE '%{schema}%'"))
+        "SELECT count(DISTINCT l.pid) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation "
+        "JOIN pg_namespace n ON n.oid = c.relnamespace JOIN pg_stat_activity a "
+        "ON a.pid = l.pid WHERE a.wait_event_type = 'Lock' AND n.nspname = "
+        f"'{schema}'"))
 
 
 def test_a_request_waiting_on_the_database_holds_up_no_other_request_of_its_worker(

@@ -33,11 +33,23 @@ and a connection from the pool), after which the call raises ``StoreBusy``.
 The pool is made lazily in the process that uses it (a gunicorn worker, after the
 fork: psycopg-pool does not survive one, psycopg/psycopg#395) and shared by the
 stores (tenants) of that process.
+
+A write takes two round trips: BEGIN with its first statements (the idempotency
+key's check, the new ids or the rows to change), then its writes, the counters and
+COMMIT. Each round trip is one query of several statements prepared once per
+connection (``PREPARE``, then ``EXECUTE`` with the values bound on this side by
+psycopg's client-side binding, as Django does with psycopg): psycopg's cost is per
+query sent, and it was most of a short write's CPU in the app. So a session keeps
+state of its own (its prepared statements, and the periodic jobs' advisory lock):
+a pooler in front of PostgreSQL must run in session mode, and the values of a
+write show in ``pg_stat_activity`` to whoever may see its queries (the database's
+own log shows them either way when it logs statements).
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import logging
 import os
@@ -223,7 +235,10 @@ _BUSY = (pgerrors.LockNotAvailable, pgerrors.QueryCanceled, pgerrors.Serializati
 IDLE, INTRANS, INERROR = (psycopg.pq.TransactionStatus.IDLE, psycopg.pq.TransactionStatus.INTRANS,
                           psycopg.pq.TransactionStatus.INERROR)
 _DISCARD = (pgerrors.ReadOnlySqlTransaction, pgerrors.AdminShutdown, pgerrors.CrashShutdown,
-            pgerrors.IdleInTransactionSessionTimeout, psycopg.OperationalError)
+            pgerrors.IdleInTransactionSessionTimeout, psycopg.OperationalError,
+            # the session lost the statements it prepared (DISCARD ALL by a pooler
+            # in transaction mode): a new connection prepares them again
+            pgerrors.InvalidSqlStatementName)
 
 
 class _Watchdog:
@@ -245,6 +260,10 @@ class _Watchdog:
         self._running: set[int] = set()
         self._tokens = 0
         self._thread: threading.Thread | None = None
+        # when the thread wakes next by itself (inf: only when notified). A COMMIT
+        # arms a deadline later than that at almost every call (they all wait as
+        # long): it needs no wake-up, which would cost a switch to the thread each
+        self._wake = float("inf")
 
     def arm(self, seconds: float, action: Callable[[], None]) -> int:
         if self._pid != os.getpid():
@@ -256,7 +275,7 @@ class _Watchdog:
                 self._thread.start()
             self._tokens += 1
             deadline = time.monotonic() + seconds
-            if all(deadline < due for due, _ in self._due.values()):
+            if deadline < self._wake:
                 self._cond.notify()  # the thread sleeps until a later deadline, or for ever
             self._due[self._tokens] = (deadline, action)
             return self._tokens
@@ -276,8 +295,9 @@ class _Watchdog:
                 now = time.monotonic()
                 expired = [token for token, (due, _) in self._due.items() if due <= now]
                 if not expired:
-                    self._cond.wait(min((due for due, _ in self._due.values()), default=now + 60)
-                                    - now)
+                    self._wake = min((due for due, _ in self._due.values()),
+                                     default=float("inf"))
+                    self._cond.wait(None if self._wake == float("inf") else self._wake - now)
                     continue
                 actions = [(token, self._due.pop(token)[1]) for token in expired]
                 self._running.update(expired)
@@ -440,7 +460,10 @@ def _acquire(settings: _Settings) -> _Shared:
             pool = ConnectionPool(
                 settings.dsn, connection_class=_connection_class(),
                 min_size=settings.pool_min, max_size=settings.pool_max,
-                kwargs={"autocommit": True}, configure=settings.configure,
+                # psycopg prepares no statement itself: it runs DEALLOCATE ALL after a
+                # ROLLBACK when it has, which would drop the store's own (_prepared)
+                kwargs={"autocommit": True, "prepare_threshold": None},
+                configure=settings.configure,
                 check=_check_idle, timeout=settings.lock_timeout,
                 reconnect_timeout=RECONNECT_TIMEOUT, name="contextsvc", open=False)
             shared = _shared[settings.key()] = _Shared(os.getpid(), pool)
@@ -502,14 +525,14 @@ class _Rows:
 
 
 class _Unit:
-    """One transaction's writes, and what they change in the counters. New rows are
-    sent together (one pipeline: an import's batch in one round trip, not one per
-    service), before any other write of the unit and at its end."""
+    """One transaction's writes, and what they change in the counters. The writes are
+    kept and sent at the end, all in one query with the counters (and the COMMIT,
+    when the unit ends with it): one round trip, an import's batch included."""
 
     def __init__(self, store: PostgresStore, conn: psycopg.Connection):
-        self.store, self.conn, self.t = store, conn, store._t
+        self.store, self.conn = store, conn
         self.services = self.bytes = self.garbage = 0
-        self.rows: list[tuple[Any, ...]] = []
+        self.writes: list[tuple[str, tuple[Any, ...]]] = []
 
     def body(self, sid: int, doc: Doc) -> str:
         body = encode(doc).decode("ascii")
@@ -528,34 +551,23 @@ class _Unit:
                 else str(service_type))
 
     def insert(self, sid: int, doc: Doc) -> str:
-        """Insert ``doc`` (sent with the unit's other new rows); returns its text."""
+        """Insert ``doc``; returns its text."""
         body = self.body(sid, doc)
-        self.rows.append((sid, body, len(body), *self.columns(doc)))
+        self.writes.append(("insert", (sid, body, len(body), *self.columns(doc))))
         self.requests(sid, {}, doc)
         self.services += 1
         self.bytes += len(body)
         return body
 
-    def flush(self) -> None:
-        if len(self.rows) == 1:
-            self.conn.execute(self.t["insert"], self.rows[0])
-        elif self.rows:
-            with self.conn.cursor() as cur:
-                cur.executemany(self.t["insert"], self.rows)
-        self.rows = []
-
     def update(self, sid: int, doc: Doc, old: dict[str, str], old_bytes: int) -> None:
         body = self.body(sid, doc)
-        self.flush()
-        self.conn.execute(self.t["update"], (body, len(body), old_bytes, *self.columns(doc), sid))
+        self.writes.append(("update", (body, len(body), old_bytes, *self.columns(doc), sid)))
         self.requests(sid, old, doc)
         self.bytes += len(body) - old_bytes
         self.garbage += old_bytes
 
     def delete(self, sid: int, old_bytes: int) -> None:
-        self.flush()
-        self.conn.execute(self.t["delete"], (sid,))
-        self.conn.execute(self.t["drop_requests"], (sid,))
+        self.writes += [("delete", (sid,)), ("drop_requests", (sid,))]
         self.services -= 1
         self.bytes -= old_bytes
         self.garbage += old_bytes
@@ -567,30 +579,21 @@ class _Unit:
         new = _records(doc)
         gone = [key for key in old if key not in new]
         if gone:
-            self.conn.execute(self.t["drop_keys"], (gone, sid))
-        changed = [(key, sid, text, str(doc[REQUESTS][key].get("until", "")))
-                   for key, text in new.items() if old.get(key) != text]
-        if changed:
-            with self.conn.cursor() as cur:
-                cur.executemany(self.t["put_request"], changed)
+            self.writes.append(("drop_keys", (gone, sid)))
+        self.writes += [("put_request", (key, sid, text, str(doc[REQUESTS][key].get("until", ""))))
+                        for key, text in new.items() if old.get(key) != text]
 
     def finish(self, commit: bool = False) -> None:
-        """Send the new rows and the counters in one round trip; with ``commit``, the
-        COMMIT too (:meth:`PostgresStore._commit`): nothing may follow in the unit."""
+        """Send the writes and the counters in one query; with ``commit``, the COMMIT
+        too (:meth:`PostgresStore._commit`): nothing may follow in the unit."""
         figures = (self.services, self.bytes, self.garbage)
-
-        def last() -> None:
-            self.flush()
-            if any(figures):
-                self.conn.execute(self.t["count"], (*figures, SHARDS, SHARDS))
-
+        if any(figures):
+            self.writes.append(("count", (*figures, SHARDS, SHARDS)))
+        writes, self.writes = self.writes, []
         if commit:
-            self.store._commit(self.conn, last)
-        elif any(figures):
-            with self.conn.pipeline():
-                last()
-        else:
-            self.flush()
+            self.store._commit(self.conn, writes)
+        elif writes:
+            self.store._send(self.conn, writes)
 
 
 class PostgresStore:
@@ -606,6 +609,7 @@ class PostgresStore:
         self.compact_min_bytes, self.compact_ratio = compact_min_bytes, compact_ratio
         self.max_service_bytes = max_service_bytes
         self._t = _statements(sql.Identifier(schema))
+        self._p = _prepared(self._t)
         self._shared: _Shared | None = None
         self._pid = 0
         self._ready = not setup  # whether the schema is known to be there
@@ -739,8 +743,43 @@ class PostgresStore:
                     raise self._mapped(exc, committing) from None
                 raise
 
-    def _commit(self, conn: psycopg.Connection, last: Callable[[], None] | None = None
-                ) -> None:
+    def _prepare(self, conn: psycopg.Connection) -> None:
+        """Prepare the statements :meth:`_send` sends on ``conn``: one round trip, once
+        per connection (a ROLLBACK does not undo a PREPARE)."""
+        ready = _ready.setdefault(conn, set())
+        if self._p.token not in ready:
+            with conn.pipeline():
+                for statement in self._p.prepare:
+                    conn.execute(statement)
+            ready.add(self._p.token)
+
+    def _send(self, conn: psycopg.Connection, statements: Sequence[tuple[str, Sequence[Any]]],
+              *, begin: bool = False, commit: bool = False) -> list[list[tuple[Any, ...]]]:
+        """``statements`` (names of :data:`_SENT`, with their values), after a BEGIN
+        and before a COMMIT when asked, in one query; returns the rows of each. When
+        one fails, the server skips the rest of the query (COMMIT included)."""
+        parts = [b"BEGIN"] if begin else []
+        values: list[Any] = []
+        for name, params in statements:
+            parts.append(self._p.execute[name])
+            values += params
+        if commit:
+            parts.append(b"COMMIT")
+        if not parts:
+            return []
+        if statements:
+            self._prepare(conn)
+        cursor = psycopg.ClientCursor(conn)
+        cursor.execute(b"; ".join(parts), values, prepare=False)
+        results = []
+        while True:
+            results.append(cursor.fetchall() if cursor.description is not None else [])
+            if not cursor.nextset():
+                break
+        return results[1:] if begin else results
+
+    def _commit(self, conn: psycopg.Connection,
+                writes: Sequence[tuple[str, Sequence[Any]]] = ()) -> None:
         """COMMIT a write, within ``statement_timeout`` on this side. PostgreSQL does
         not apply statement_timeout to a COMMIT that waits for a synchronous standby:
         the transaction is committed on the primary first, then waits for the
@@ -750,19 +789,14 @@ class PostgresStore:
         as of unknown outcome (StoreFailure, 503), never acknowledged; the
         connection is closed, so that the cancel reaches no later statement.
 
-        ``last`` sends the unit's last statements, in one round trip with the COMMIT.
+        ``writes`` are the unit's last statements, sent in one query with the COMMIT.
         When one of them fails, the server skips the rest, COMMIT included, and the
         transaction is left failed: its error is raised as it is (nothing was
         committed). When the connection is lost on the way, whether the COMMIT was
         made is unknown, as for a COMMIT sent alone."""
         def send() -> None:
-            if last is None:
-                conn.execute("COMMIT")
-                return
             try:
-                with conn.pipeline():
-                    last()
-                    conn.execute("COMMIT")
+                self._send(conn, writes, commit=True)
             except psycopg.Error as exc:
                 if conn.info.transaction_status in (INERROR, INTRANS):
                     raise  # failed before the COMMIT: nothing was committed
@@ -856,21 +890,19 @@ class PostgresStore:
         return True  # only the database knows
 
     def _begin(self, conn: psycopg.Connection, key: RequestKey | None,
-               *first: tuple[Any, Sequence[Any]]) -> list[psycopg.Cursor[Any]]:
+               *first: tuple[str, Sequence[Any]]) -> list[list[tuple[Any, ...]]]:
         """BEGIN a unit of work (made with ``begin=False``), with its first statements,
-        in one round trip; returns their cursors. With ``key``, the key's lock comes
-        first, for the rest of the transaction, and Recorded is raised when the key
-        has a live record: a second request with the key waits for the first's
+        in one round trip; returns the rows of each. With ``key``, the key's lock
+        comes first, for the rest of the transaction, and Recorded is raised when the
+        key has a live record: a second request with the key waits for the first's
         write, then finds its record (what the statements did is rolled back)."""
-        with _ids_left(), conn.pipeline():
-            conn.execute("BEGIN")
-            if key is not None:
-                conn.execute(self._t["lock"], (self._lock_name("key", key.name),))
-                recorded = conn.execute(self._t["get_request"], (key.name, key.now))
-            cursors = [conn.execute(query, params) for query, params in first]
-        if key is not None and (row := recorded.fetchone()) is not None:
-            raise Recorded(json.loads(row[0]))
-        return cursors
+        checks = [] if key is None else [("lock", (self._lock_name("key", key.name),)),
+                                         ("get_request", (key.name, key.now))]
+        with _ids_left():
+            results = self._send(conn, [*checks, *first], begin=True)
+        if key is not None and results[1]:
+            raise Recorded(json.loads(results[1][0][0]))
+        return results[len(checks):]
 
     # ----------------------------------------------------------------- writing
     def _lock_name(self, kind: str, name: str) -> str:
@@ -884,11 +916,12 @@ class PostgresStore:
     def _ids(self, n: int) -> tuple[Any, Sequence[Any]]:
         """The statement that draws ``n`` new ids (after a lock that an import, which
         moves the sequence, takes exclusively)."""
-        return self._t["next_ids"], (self._lock_name("ids", ""), n)
+        return "next_ids", (self._lock_name("ids", ""), n)
 
     def _new_ids(self, conn: psycopg.Connection, n: int) -> list[int]:
         with _ids_left():
-            cursor = conn.execute(*self._ids(n))
+            name, params = self._ids(n)
+            cursor = conn.execute(self._t[name], params)
         return sorted(row[0] for row in cursor.fetchall())
 
     def create_service(self, build: Callable[[int], Doc], key: RequestKey | None = None
@@ -902,7 +935,7 @@ class PostgresStore:
             # two round trips in all: BEGIN, the key's check and the ids; the new
             # rows, the counters and COMMIT
             drawn = self._begin(conn, key, *([self._ids(len(builds))] if builds else []))
-            ids = sorted(row[0] for row in drawn[0].fetchall()) if builds else []
+            ids = sorted(row[0] for row in drawn[0]) if builds else []
             unit = _Unit(self, conn)
             docs = []
             for sid, build in zip(ids, builds, strict=True):
@@ -915,10 +948,10 @@ class PostgresStore:
     def _locked(self, conn: psycopg.Connection, sid: int, key: RequestKey | None = None
                 ) -> tuple[Doc, int]:
         """BEGIN, the key's check and service ``sid``, locked, in one round trip."""
-        row = self._begin(conn, key, (self._t["get_locked"], (sid,)))[0].fetchone()
-        if row is None:
+        rows = self._begin(conn, key, ("get_locked", (sid,)))[0]
+        if not rows:
             raise NotFound(f"There is no service {sid}")
-        return decode(row[0].encode()), row[1]
+        return decode(rows[0][0].encode()), rows[0][1]
 
     def update_service(self, sid: int, change: Callable[[Doc], T],
                        key: RequestKey | None = None) -> tuple[T, Doc]:
@@ -938,19 +971,17 @@ class PostgresStore:
                        key: RequestKey | None = None) -> list[tuple[T, Doc, bool]]:
         customers = sorted({c for c, _ in wanted if c is not None})
         contacts = sorted({k or "" for c, k in wanted if c is None})
-        lock = self._t["lock"]
         with self._unit(begin=False) as conn:
             # two callers on the same customer (or contact key) take turns here, on any
             # app server: the second sees the service the first made
             *_, owned = self._begin(
                 conn, key,
-                *[(lock, (self._lock_name("customer", c),)) for c in customers],
-                *[(lock, (self._lock_name("anonymous", k),)) for k in contacts],
-                (self._t["owned_locked"],
-                 ([_col(c) for c in customers], [_col(k) for k in contacts])))
+                *[("lock", (self._lock_name("customer", c),)) for c in customers],
+                *[("lock", (self._lock_name("anonymous", k),)) for k in contacts],
+                ("owned_locked", ([_col(c) for c in customers], [_col(k) for k in contacts])))
             here: dict[int, Doc] = {}  # read or made in this unit, as changed so far
             before: dict[int, tuple[dict[str, str], int]] = {}  # records and size as read
-            for sid, body, size in owned.fetchall():
+            for sid, body, size in owned:
                 here[sid] = decode(body.encode())
                 before[sid] = (_records(here[sid]), size)
             made: list[int] = []
@@ -1311,3 +1342,46 @@ def _statements(s: sql.Identifier) -> dict[str, sql.Composable]:
     }
     # rendered once: psycopg renders a Composed query again on every execution
     return {name: q(statement.as_string(None)) for name, statement in statements.items()}
+
+
+# The statements of a write's round trips, prepared once on each connection and then
+# sent by name with their values in the query's text (EXECUTE), several in one query:
+# psycopg's cost on this side is per query sent, and is most of a short write's CPU
+# here; the server plans each of them once per connection, as for psycopg's own
+# prepared statements.
+_SENT = ("lock", "get_request", "next_ids", "get_locked", "owned_locked", "insert", "update",
+         "delete", "drop_requests", "drop_keys", "put_request", "count")
+_PLACEHOLDER = re.compile(r"%%|%s")
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    token: str  # names this set of statements on a connection
+    prepare: tuple[bytes, ...]
+    execute: dict[str, bytes]  # name -> "EXECUTE <prepared>(%s, ...)", bound on this side
+
+
+def _prepared(statements: dict[str, sql.Composable]) -> _Prepared:
+    texts = {name: statements[name].as_string(None) for name in _SENT}
+    token = "cs_" + hashlib.blake2b("\0".join(texts.values()).encode(),
+                                     digest_size=8).hexdigest()
+    prepare, execute = [], {}
+    for name, text in texts.items():
+        count = 0
+
+        def number(match: re.Match[str]) -> str:
+            nonlocal count
+            if match.group(0) == "%%":
+                return "%"
+            count += 1
+            return f"${count}"
+
+        prepared = f"{token}_{name}"
+        prepare.append(f"PREPARE {prepared} AS {_PLACEHOLDER.sub(number, text)}".encode())
+        execute[name] = (f"EXECUTE {prepared}({', '.join(['%s'] * count)})" if count
+                         else f"EXECUTE {prepared}").encode()
+    return _Prepared(token, tuple(prepare), execute)
+
+
+# which sets of statements each connection has prepared (a new connection has none)
+_ready: weakref.WeakKeyDictionary[psycopg.Connection, set[str]] = weakref.WeakKeyDictionary()
