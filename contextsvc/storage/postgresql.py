@@ -832,34 +832,36 @@ class PostgresStore:
         upgrade(conn, self.schema)
         self._ready = True
 
-    def _one(self, query: sql.Composable, params: Sequence[Any] = ()) -> Any:
-        """The first row of a single read, outside any transaction."""
+    def _one(self, name: str, params: Sequence[Any] = ()) -> Any:
+        """The first row of a single read (a statement of :data:`_SENT`), outside any
+        transaction; None when there is none."""
+        rows = self._read(name, params)
+        return rows[0] if rows else None
+
+    def _read(self, name: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
         with self._connection() as conn:
             if not self._ready:
                 self._setup_on(conn)
-            return conn.execute(query, params).fetchone()
+            return self._send(conn, [(name, params)])[0]
 
     # ----------------------------------------------------------------- reading
     def get_service(self, sid: int) -> Doc:
-        row = self._one(self._t["get"], (sid,))
+        row = self._one("get", (sid,))
         if row is None:
             raise NotFound(f"There is no service {sid}")
         return decode(row[0].encode())
 
-    def _select(self, query: sql.Composable, params: Sequence[Any]) -> Selection:
-        with self._connection() as conn:
-            if not self._ready:
-                self._setup_on(conn)
-            rows = conn.execute(query, params).fetchall()
+    def _select(self, name: str, params: Sequence[Any]) -> Selection:
+        rows = self._read(name, params)
         return Selection(_Rows(), [(sid, body) for sid, body in rows],
                          (len(body) for _, body in rows))
 
     def customer_services(self, customer_id: str) -> Selection:
-        return self._exact(self._select(self._t["by_customer"], (_col(customer_id),)),
+        return self._exact(self._select("by_customer", (_col(customer_id),)),
                            customer_id, lambda doc: doc.get("customer_id") == customer_id)
 
     def anonymous_services(self, contact_key: str) -> Selection:
-        return self._exact(self._select(self._t["anonymous"], (_col(contact_key),)),
+        return self._exact(self._select("anonymous", (_col(contact_key),)),
                            contact_key, lambda doc: doc.get("contact_key") == contact_key)
 
     @staticmethod
@@ -872,18 +874,18 @@ class PostgresStore:
     def scan(self, after: int = 0, limit: int | None = None,
              due_by: str | None = None) -> Selection:
         if due_by is None:
-            return self._select(self._t["scan"], (after, limit))
+            return self._select("scan", (after, limit))
         due_by = _col(due_by)
-        return self._select(self._t["scan_due"], (after, due_by, limit))
+        return self._select("scan_due", (after, due_by, limit))
 
     def count(self) -> int:
-        return int(self._one(self._t["totals"])[0])
+        return int(self._one("totals")[0])
 
     def last_id(self) -> int:
-        return int(self._one(self._t["last_id"])[0])
+        return int(self._one("last_id")[0])
 
     def find_request(self, key: RequestKey) -> Doc | None:
-        row = self._one(self._t["get_request"], (key.name, key.now))
+        row = self._one("get_request", (key.name, key.now))
         return None if row is None else json.loads(row[0])
 
     def may_hold_request(self, name: str) -> bool:
@@ -1344,12 +1346,13 @@ def _statements(s: sql.Identifier) -> dict[str, sql.Composable]:
     return {name: q(statement.as_string(None)) for name, statement in statements.items()}
 
 
-# The statements of a write's round trips, prepared once on each connection and then
-# sent by name with their values in the query's text (EXECUTE), several in one query:
-# psycopg's cost on this side is per query sent, and is most of a short write's CPU
-# here; the server plans each of them once per connection, as for psycopg's own
-# prepared statements.
-_SENT = ("lock", "get_request", "next_ids", "get_locked", "owned_locked", "insert", "update",
+# The statements of the reads a request makes and of a write's round trips, prepared
+# once on each connection and then sent by name with their values in the query's
+# text (EXECUTE), several in one query: psycopg's cost on this side is per query
+# sent, and is most of a short write's CPU here; the server plans each of them once
+# per connection, as for psycopg's own prepared statements.
+_SENT = ("get", "by_customer", "anonymous", "scan", "scan_due", "totals", "last_id",
+         "lock", "get_request", "next_ids", "get_locked", "owned_locked", "insert", "update",
          "delete", "drop_requests", "drop_keys", "put_request", "count")
 _PLACEHOLDER = re.compile(r"%%|%s")
 
