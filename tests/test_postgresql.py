@@ -141,6 +141,27 @@ def test_a_customer_id_holding_nul_is_found_and_kept_apart(pg_cluster):
     assert [doc["customer_id"] for doc in got.get_json()] == ["a\u0000b"]
 
 
+def test_keys_holding_a_lone_surrogate_are_stored_and_kept_apart(pg_cluster):
+    """\ud800 is a valid JSON string that UTF-8, and so PostgreSQL's text, cannot hold:
+    the columns hold U+FFFD in its place, and a lookup tells the two apart."""
+    client = create_app(settings(pg_cluster)).test_client()
+    sids = []
+    for customer, contact in (("a\ud800b", "k\udfff"), ("a\ufffdb", "k\ufffd")):
+        for body in ({"customer_id": customer, "service_type": customer},
+                     {"contact_key": contact}):
+            answer = client.post("/services/start", json=body)
+            assert answer.status_code == 201, answer.get_json()
+            sids.append(answer.get_json()["service_id"])
+    got = client.get(f"/services/{sids[0]}").get_json()
+    assert got["customer_id"] == "a\ud800b" and got["service_type"] == "a\ud800b"
+    # a URL cannot name a lone surrogate (UTF-8 again): the U+FFFD ones are found alone
+    found = client.get("/customers/a%EF%BF%BDb/services").get_json()
+    assert [doc["service_id"] for doc in found] == [sids[2]]
+    found = client.get("/services/anonymous/k%EF%BF%BD").get_json()
+    assert [doc["service_id"] for doc in found] == [sids[3]]
+    assert client.get(f"/services/{sids[1]}").get_json()["contact_key"] == "k\udfff"
+
+
 # ------------------------------------------------------------------ the database misbehaving
 def test_a_dsn_that_cannot_connect_stops_the_server_without_the_password(tmp_path):
     dsn = f"host=127.0.0.1 port={free_port()} user=x password={SECRET} connect_timeout=3"

@@ -487,11 +487,16 @@ def _release(settings: _Settings, shared: _Shared) -> None:
 
 
 # ------------------------------------------------------------------ the store
+# what a JSON string may hold and PostgreSQL's text may not: NUL, and the lone
+# surrogates (\ud800 is valid JSON; UTF-8 has no encoding for it)
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
 def _col(value: str) -> str:
-    """``value`` as a text column holds it: PostgreSQL's text cannot hold NUL, which a
-    JSON string can. Not one-to-one (U+FFFD stands for NUL too): a lookup by a value
-    holding either checks the documents it finds (see :func:`_exact`)."""
-    return value.replace("\x00", "\ufffd") if "\x00" in value else value
+    """``value`` as a text column (or a lock's name) holds it: NUL and lone surrogates
+    become U+FFFD. Not one-to-one (U+FFFD stands for itself too): a lookup by a value
+    holding it checks the documents it finds (see :meth:`PostgresStore._exact`)."""
+    return _UNSTORABLE.sub("\ufffd", value) if _UNSTORABLE.search(value) else value
 
 
 def _text(value: Any) -> str | None:
@@ -548,7 +553,7 @@ class _Unit:
         return (_text(customer_id), _text(contact_key), _text(due), _stamp(doc.get("started")),
                 _stamp(doc.get("completed")),
                 None if service_type is None or isinstance(service_type, (dict, list))
-                else str(service_type))
+                else _col(str(service_type)))
 
     def insert(self, sid: int, doc: Doc) -> str:
         """Insert ``doc``; returns its text."""
