@@ -245,6 +245,9 @@ def test_error_shape_has_field_errors(client):
     ("delete", "/services/9007199254740992", 404), ("get", "/services/{sid}/states/0", 404),
     ("post", "/services/{sid}/tasks/2147483648/end", 404),
     ("delete", "/services/{sid}/states/0", 405),  # no DELETE route for states at all
+    # beyond what PostgreSQL's bigint holds
+    ("get", "/services/" + "9" * 30, 404), ("post", "/services/" + "9" * 30 + "/end", 404),
+    ("delete", "/services/" + "9" * 30, 404),
 ])
 def test_ids_out_of_range_name_nothing(client, sid, method, path, status):
     r = getattr(client, method)(path.format(sid=sid))

@@ -499,6 +499,14 @@ def _col(value: str) -> str:
     return _UNSTORABLE.sub("\ufffd", value) if _UNSTORABLE.search(value) else value
 
 
+def _known(sid: int) -> int:
+    """``sid``, or NotFound when no service can have it (nor a bigint hold it: the
+    values of the statements of _SENT are literals, checked against their types)."""
+    if not 0 < sid <= MAX_SERVICE_ID:
+        raise NotFound(f"There is no service {sid}")
+    return sid
+
+
 def _text(value: Any) -> str | None:
     return _col(value) if isinstance(value, str) else None
 
@@ -851,7 +859,7 @@ class PostgresStore:
 
     # ----------------------------------------------------------------- reading
     def get_service(self, sid: int) -> Doc:
-        row = self._one("get", (sid,))
+        row = self._one("get", (_known(sid),))
         if row is None:
             raise NotFound(f"There is no service {sid}")
         return decode(row[0].encode())
@@ -878,6 +886,7 @@ class PostgresStore:
 
     def scan(self, after: int = 0, limit: int | None = None,
              due_by: str | None = None) -> Selection:
+        after = min(after, MAX_SERVICE_ID)  # a bigint holds it; no id is above it
         if due_by is None:
             return self._select("scan", (after, limit))
         due_by = _col(due_by)
@@ -962,6 +971,7 @@ class PostgresStore:
 
     def update_service(self, sid: int, change: Callable[[Doc], T],
                        key: RequestKey | None = None) -> tuple[T, Doc]:
+        _known(sid)
         with self._unit(begin=False) as conn:
             doc, size = self._locked(conn, sid, key)
             old = _records(doc)
@@ -1032,6 +1042,7 @@ class PostgresStore:
                               str(record.get("until", ""))))
 
     def delete_service(self, sid: int) -> None:
+        _known(sid)
         with self._unit(begin=False) as conn:
             _, size = self._locked(conn, sid)
             unit = _Unit(self, conn)
@@ -1040,7 +1051,7 @@ class PostgresStore:
 
     def rewrite_services(self, sids: Iterable[int], change: Callable[[Doc], bool | None]
                          ) -> tuple[int, int]:
-        sids = list(dict.fromkeys(sids))
+        sids = [sid for sid in dict.fromkeys(sids) if 0 < sid <= MAX_SERVICE_ID]
         written = deleted = 0
         with self._unit() as conn:
             rows = {sid: (body, size) for sid, body, size in
