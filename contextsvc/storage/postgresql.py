@@ -936,9 +936,8 @@ class PostgresStore:
 
     def _new_ids(self, conn: psycopg.Connection, n: int) -> list[int]:
         with _ids_left():
-            name, params = self._ids(n)
-            cursor = conn.execute(self._t[name], params)
-        return sorted(row[0] for row in cursor.fetchall())
+            rows = self._send(conn, [self._ids(n)])[0]
+        return sorted(row[0] for row in rows)
 
     def create_service(self, build: Callable[[int], Doc], key: RequestKey | None = None
                        ) -> Doc:
