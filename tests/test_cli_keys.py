@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import re
 
+import pytest
+
 from contextsvc import create_app
 from contextsvc.domain import access
 from tests.test_cli import run
@@ -44,6 +46,7 @@ def test_keys_new_prints_a_key_and_the_line_that_makes_it_work(tmp_path, monkeyp
     assert ini.read_text().count(key) == 0
 
 
+@pytest.mark.file_engine("tenants given as data files")
 def test_keys_new_with_tenants_and_each_role(tmp_path, monkeypatch):
     ini = tmp_path / "contextsvc.ini"
     tenants = (f"[tenants]\nacme = {tmp_path / 'acme.json'}\nglobex = {tmp_path / 'globex.json'}"

@@ -673,6 +673,7 @@ def test_the_key_prompt_with_the_service_own_keys(tmp_path, page):
 
 
 # ---------------------------------------------------------------- tenants
+@pytest.mark.file_engine("tenants given as data files")
 def test_the_page_asks_for_the_contact_center_and_sends_it(tmp_path, page):
     """With tenants (API.md 8.2) the page has a contact center field, kept in its
     address, and sends it as ContactCenterId: the demo loaded into globex shows

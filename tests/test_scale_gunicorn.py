@@ -68,6 +68,7 @@ def check_services(server: Server, expected: dict[int, int | None], customers: d
             assert status == 200 and {d["service_id"] for d in docs} == sids, customer
 
 
+@pytest.mark.file_engine("preloads a data file")
 def test_a_preloaded_server_and_a_freshly_forked_worker_see_every_write(tmp_path):
     path = tmp_path / "big.json"
     preload(path)
@@ -108,6 +109,7 @@ def test_a_preloaded_server_and_a_freshly_forked_worker_see_every_write(tmp_path
         server.stop()
 
 
+@pytest.mark.file_engine("preloads a data file")
 def test_every_workers_view_stays_right_across_compactions_under_writes(tmp_path):
     path = tmp_path / "big.json"
     preload(path, replaced=SERVICES // 2)

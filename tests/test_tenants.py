@@ -241,6 +241,7 @@ def test_each_tenant_has_its_own_data_file(tmp_path):
     assert not (tmp_path / "db.json").exists()  # [storage] path is not used with tenants
 
 
+@pytest.mark.file_engine("tenants given as data files")
 def test_housekeeping_keeps_every_tenant(tmp_path):
     clock = Clock()
     app = create_app({"storage": {"path": str(tmp_path / "db.json")},
@@ -312,6 +313,7 @@ def test_tenant_paths_are_taken_from_the_working_directory(tmp_path, monkeypatch
     assert settings["tenants"].by_name["acme"].store == str(tmp_path / "acme.json")
 
 
+@pytest.mark.file_engine("tenants given as data files")
 def test_the_tenants_section_from_the_file(tmp_path, monkeypatch):
     ini = tmp_path / "contextsvc.ini"
     ini.write_text(f"[tenants]\nAcme = {tmp_path / 'acme.json'}\nAcme.id = 12\n"
@@ -349,6 +351,7 @@ def test_every_command_takes_tenant():
             command.name
 
 
+@pytest.mark.file_engine("tenants given as data files")
 def test_the_command_works_on_the_tenant_it_names(tmp_path):
     env = command_env(tmp_path)
     client = make(tmp_path).test_client()
@@ -386,6 +389,7 @@ def test_the_command_works_on_the_tenant_it_names(tmp_path):
     assert len(after.get(f"{PREFIX}/customers/C/services", headers=at("globex")).get_json()) == 2
 
 
+@pytest.mark.file_engine("tenants given as data files")
 def test_the_command_refuses_a_tenant_it_cannot_use(tmp_path):
     env = command_env(tmp_path)
     result = run("export", "--tenant", "initech", env=env)

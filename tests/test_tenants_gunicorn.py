@@ -6,11 +6,14 @@ from __future__ import annotations
 
 import threading
 
+import pytest
+
 from tests.gunicorn_server import Server
 
 PREFIX = "/genesys/1/cs"
 
 
+@pytest.mark.file_engine("tenants given as data files")
 def test_concurrent_writes_to_two_tenants_stay_apart(tmp_path):
     ini = tmp_path / "tenants.ini"
     ini.write_text(f"[tenants]\nacme = {tmp_path / 'acme.json'}\n"
