@@ -26,6 +26,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
+import signal
 import socket
 import sys
 import time
@@ -107,6 +108,26 @@ def pre_request(worker: Any, req: Any) -> None:
     body = getattr(req, "body", None)
     if monkey.is_module_patched("socket") and getattr(body, "reader", None) is not None:
         body.reader = _BodyDeadline(body.reader, worker.cfg.timeout)
+
+
+def post_fork(server: Any, worker: Any) -> None:
+    """gunicorn's hook in a new worker, right after the fork.
+
+    Until the worker installs its own signal handlers (gunicorn/workers/base.py,
+    ``init_signals``, after gevent's monkey patching: a few hundred milliseconds on
+    a busy machine), it runs the master's, which only queue a signal for the
+    master's loop. A stop signal sent to the worker in that window was lost: one
+    sent to every process at once (``kill`` of the process group, systemd's default
+    for a unit), or the master's own when it stops just after starting workers. The
+    master then waited ``graceful_timeout`` (30 s) for that worker and killed it.
+    Until the worker's own handlers replace these, a stop signal marks the worker
+    as stopping, and it stops as soon as it runs."""
+
+    def stop_once_running(signum: int, frame: Any) -> None:
+        worker.alive = False
+
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
+        signal.signal(signum, stop_once_running)
 
 
 def write_json_error(sock, status_int: int, reason: str, mesg: str) -> None:

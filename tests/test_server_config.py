@@ -241,3 +241,31 @@ def test_the_defaults_are_the_readme_run_command():
     assert settings["server"] == {"bind": ["127.0.0.1:8080"], "workers": 4}
     readme = open(os.path.join(ROOT, "README.rst"), encoding="utf-8").read()
     assert "-w 4 -b 127.0.0.1:8080 wsgi:app" in readme
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_server_stopped_while_its_workers_boot_stops_at_once(tmp_path, signum):
+    """A stop signal sent to every process of the server (as ``kill`` of its process
+    group, or systemd, sends it) while the workers are still booting: the server
+    stops within seconds, not after its graceful timeout (30 s) of waiting for
+    workers that missed the signal."""
+    port = free_port()
+    proc = gunicorn(*CONF, "-b", f"127.0.0.1:{port}", "-w", "3",
+                    env={"CONTEXTSVC_STORAGE_PATH": str(tmp_path / "db.json")})
+    lines = []
+    try:
+        for line in proc.stdout:  # the master logs it once the worker is forked
+            lines.append(line)
+            if "Booting worker with pid" in line:
+                break
+        assert lines and "Booting worker" in lines[-1], "".join(lines)
+        signalled = time.monotonic()
+        os.killpg(proc.pid, signum)
+        rest, _ = proc.communicate(timeout=60)
+        took = time.monotonic() - signalled
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert took < 10, "".join(lines) + rest
+    assert "Shutting down: Master" in rest, "".join(lines) + rest
