@@ -65,3 +65,44 @@ def test_gunicorn_workers_log_to_stdout(tmp_path):
     check(open(server.log.name).read(), sid, others=(
         "Starting gunicorn", "Listening at", "Using worker", "Booting worker", "Control socket",
         "Handling signal", "Worker exiting", "Shutting down"))
+
+
+def test_logging_configured_by_the_user_still_gets_every_request_line(client, capsys):
+    """The request lines are written straight to stdout while logging is as the app
+    set it up; once someone adds a handler or a filter of their own, every line goes
+    through logging again, to theirs as to stdout."""
+    import logging
+
+    seen = []
+
+    class Keep(logging.Handler):
+        def emit(self, record):
+            seen.append(record.getMessage())
+
+    def request(method, path, body=None):
+        body = client.open(path, method=method, json=body).get_json()
+        return body.get("service_id") if isinstance(body, dict) else None
+
+    access = logging.getLogger("contextsvc.access")
+    handler = Keep()
+    access.addHandler(handler)
+    try:
+        sid = exercise(request)
+    finally:
+        access.removeHandler(handler)
+    check(capsys.readouterr().out, sid)
+    assert [" ".join(line.split()[:3]) for line in seen[-len(EXPECTED):]] == [
+        f"{m} {p.format(sid=sid)} {s}" for m, p, s in EXPECTED]
+
+    class Quiet(logging.Filter):
+        def filter(self, record):
+            return "/end" not in record.getMessage()
+
+    quiet = Quiet()
+    access.addFilter(quiet)
+    try:
+        sid = exercise(request)
+    finally:
+        access.removeFilter(quiet)
+    lines = [m.groups() for m in map(LINE.match, capsys.readouterr().out.splitlines()) if m]
+    assert lines[-5:] == [(m, p.format(sid=sid), s) for m, p, s in EXPECTED if "/end" not in p]

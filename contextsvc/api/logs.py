@@ -10,6 +10,7 @@ logged, and no body or attached data is ever logged.
 from __future__ import annotations
 
 import logging
+import os
 import re
 import sys
 import time
@@ -31,7 +32,8 @@ QUIET = frozenset({"health"})
 
 
 class StdoutHandler(logging.StreamHandler):
-    """Writes to whatever ``sys.stdout`` is when a record is emitted."""
+    """Writes to whatever ``sys.stdout`` is when a record is emitted, and flushes it
+    at once (a log collector reading the pipe sees each line as it is written)."""
 
     def __init__(self) -> None:
         super().__init__(sys.stdout)
@@ -44,11 +46,82 @@ class StdoutHandler(logging.StreamHandler):
     def stream(self, value: Any) -> None:
         pass
 
+    def emit(self, record: logging.LogRecord) -> None:
+        # StreamHandler.emit, without taking the handler's lock a second time for
+        # the flush: handle() holds it already. One line per request makes this a
+        # measurable part of a small request's cost.
+        try:
+            stream = sys.stdout
+            stream.write(self.format(record) + self.terminator)
+            stream.flush()
+        except RecursionError:
+            raise
+        except Exception:
+            self.handleError(record)
+
+
+class LineFormatter(logging.Formatter):
+    """:data:`FORMAT`, with the time formatted once per second rather than per line."""
+
+    def __init__(self) -> None:
+        super().__init__(FORMAT, DATE_FORMAT)
+        self._stamp: tuple[int, str] = (-1, "")
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        return self.stamp(record.created)
+
+    def stamp(self, created: float) -> str:
+        second = int(created)
+        cached = self._stamp  # one read: threads may replace it meanwhile
+        if cached[0] != second:
+            cached = (second, time.strftime(DATE_FORMAT, self.converter(second)))
+            self._stamp = cached
+        return cached[1]
+
+
+def _as_set_up(logger: logging.Logger) -> StdoutHandler | None:
+    """The handler :func:`setup` gave ``contextsvc`` when the request lines still
+    go to it alone, through no filter (nobody configured logging otherwise), else
+    None."""
+    parent = logger.parent
+    if (logger.handlers or logger.filters or logger.disabled or parent is None
+            or parent.name != "contextsvc" or parent.filters or len(parent.handlers) != 1):
+        return None
+    handler = parent.handlers[0]
+    if (type(handler) is not StdoutHandler or handler.filters
+            or type(handler.formatter) is not LineFormatter):
+        return None
+    return handler
+
+
+def write_line(logger: logging.Logger, level: int, message: str) -> None:
+    """Log ``message``: the line :data:`FORMAT` makes, written by the code here when
+    logging is as :func:`setup` left it. Going through ``logging`` costs a request
+    line about 20 microseconds more (a LogRecord with every attribute, the
+    handler's lock taken twice, the format), a tenth of a small request's cost in
+    the app."""
+    if not logger.isEnabledFor(level):
+        return
+    handler = _as_set_up(logger)
+    if handler is None or level < handler.level:
+        logger.handle(logger.makeRecord(logger.name, level, "", 0, message, (), None))
+        return
+    stamp = handler.formatter.stamp(time.time())  # type: ignore[union-attr]
+    line = f"[{stamp}] [{os.getpid()}] [{logging.getLevelName(level)}] {message}\n"
+    try:
+        stream = sys.stdout
+        stream.write(line)  # one write: a line is never split by another's
+        stream.flush()
+    except Exception:  # as a handler does: report it on stderr, the request goes on
+        handler.handleError(logger.makeRecord(logger.name, level, "", 0, message, (), None))
+
 
 def logged_path() -> str:
     rule = request.url_rule
     if rule is None:
         return "<unmatched>"  # the raw path may hold a customer id
+    if "<" not in rule.rule:
+        return rule.rule
     values = request.view_args or {}
 
     def value(match: re.Match[str]) -> str:
@@ -62,7 +135,7 @@ def setup(app: Flask, level: str) -> None:
     logger = logging.getLogger("contextsvc")
     if not any(isinstance(h, StdoutHandler) for h in logger.handlers):
         handler = StdoutHandler()
-        handler.setFormatter(logging.Formatter(FORMAT, DATE_FORMAT))
+        handler.setFormatter(LineFormatter())
         logger.addHandler(handler)
         logger.propagate = False
     logger.setLevel(level.upper())
@@ -78,10 +151,12 @@ def setup(app: Flask, level: str) -> None:
         quiet = (response.status_code < 400 and request.blueprint is not None
                  and request.blueprint.removesuffix("_root") in QUIET)
         level = logging.DEBUG if quiet else logging.INFO
+        if not access.isEnabledFor(level):
+            return response
         # who: the key's name (never its value) and, with tenants, the tenant
-        who = "".join(f" {name}={g.get(attr)}" for name, attr in
-                      (("key", "contextsvc_key"), ("tenant", "contextsvc_tenant"))
-                      if g.get(attr) is not None)
-        access.log(level, "%s %s %s %.1fms%s", request.method, logged_path(),
-                   response.status_code, duration, who)
+        key, tenant = g.get("contextsvc_key"), g.get("contextsvc_tenant")
+        who = ((f" key={key}" if key is not None else "")
+               + (f" tenant={tenant}" if tenant is not None else ""))
+        write_line(access, level, f"{request.method} {logged_path()} "
+                                  f"{response.status_code} {duration:.1f}ms{who}")
         return response
