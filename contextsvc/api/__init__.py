@@ -4,10 +4,12 @@ rendering, the OpenAPI document, the docs page and the journey page. It calls th
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import flask
 from flask import Flask, Response
+from flask.json.provider import DefaultJSONProvider
 
 from ..domain.timed import Clock, utc_now
 from . import (
@@ -32,7 +34,29 @@ BLUEPRINTS: tuple[ApiBlueprint, ...] = (services.bp, states.bp, tasks.bp, mainte
                                         health.bp)
 
 
+class JSONProvider(DefaultJSONProvider):
+    """Flask's JSON, with each encoder it uses built once: ``json.dumps`` given any
+    argument builds a new one at every call, a few microseconds of each answer."""
+
+    def __init__(self, app: Flask) -> None:
+        super().__init__(app)
+        self._encoders: dict[tuple[Any, ...], json.JSONEncoder] = {}
+
+    def dumps(self, obj: Any, **kwargs: Any) -> str:
+        if not set(kwargs) <= {"separators", "indent"}:
+            return super().dumps(obj, **kwargs)
+        key = (self.ensure_ascii, self.sort_keys, kwargs.get("separators"), kwargs.get("indent"))
+        encoder = self._encoders.get(key)
+        if encoder is None:
+            encoder = self._encoders[key] = json.JSONEncoder(
+                default=self.default, ensure_ascii=self.ensure_ascii,
+                sort_keys=self.sort_keys, **kwargs)
+        return encoder.encode(obj)
+
+
 class App(Flask):
+    json_provider_class = JSONProvider
+
     def make_default_options_response(self) -> Response:
         """An OPTIONS answer has no body, and so no Content-Type (Flask's would say
         text/html). A browser's CORS preflight gets 204 (API.md 8.3); its CORS

@@ -19,6 +19,9 @@ from ..errors import Invalid
 
 ABSENT = object()
 
+# json.loads with these arguments would build the same decoder at every call
+_DECODER = json.JSONDecoder(parse_float=finite_float, parse_constant=no_constant)
+
 
 def _is_json_type(mimetype: str) -> bool:
     mimetype = mimetype.lower()
@@ -73,7 +76,9 @@ def parse(raw: bytes, mimetype: str, limits: dict[str, int]) -> Any:
         raise Invalid("The body is not valid UTF-8",
                       {"_body": [f"invalid UTF-8 at byte {exc.start}"]}) from None
     try:
-        value = json.loads(text, parse_float=finite_float, parse_constant=no_constant)
+        if text.startswith("\ufeff"):  # as json.loads says it
+            raise json.JSONDecodeError("Unexpected UTF-8 BOM (decode using utf-8-sig)", text, 0)
+        value = _DECODER.decode(text)
     except RecursionError:
         raise Invalid(f"JSON nesting deeper than {limits['max_depth']} levels",
                       {"_body": ["nesting too deep"]}) from None

@@ -3,9 +3,10 @@ operation declares (:mod:`.query`)."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
-from flask import current_app, request, url_for
+from flask import current_app, request
 from werkzeug.exceptions import HTTPException
 from werkzeug.routing import BaseConverter
 
@@ -62,14 +63,29 @@ def body_value() -> Any:
     return value
 
 
-def location(view: str, blueprint: str | None = None, **values: Any) -> dict[str, str]:
+_ARGUMENT = re.compile(r"<(?:[^:<>]+:)?([^<>]+)>")
+
+
+def location(view: str, blueprint: str | None = None, **ids: int) -> dict[str, str]:
     """The ``Location`` header of a created resource, under the prefix the request
     came in by (each blueprint is registered once per prefix, the unprefixed one
-    named ``<name>_root``). ``blueprint`` names another blueprint than the request's."""
+    named ``<name>_root``). ``blueprint`` names another blueprint than the request's.
+
+    The same path as ``url_for`` builds, from the route's rule turned into a format
+    string once: every write that creates something answers with one, and
+    ``url_for`` costs as much as a tenth of a start-service. The values are ids
+    (ints), which need no quoting."""
     name = request.blueprint or ""
     if blueprint is not None:
         name = blueprint + ("_root" if name.endswith("_root") else "")
-    return {"Location": url_for(f"{name}.{view}", **values)}
+    endpoint = f"{name}.{view}"
+    paths: dict[str, str] = current_app.extensions.setdefault("contextsvc.locations", {})
+    path = paths.get(endpoint)
+    if path is None:
+        rule = next(current_app.url_map.iter_rules(endpoint))
+        path = paths[endpoint] = _ARGUMENT.sub(r"{\1}", rule.rule)
+    return {"Location": request.script_root
+            + path.format_map({key: int(value) for key, value in ids.items()})}
 
 
 def raw_body() -> bytes:
