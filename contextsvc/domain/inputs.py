@@ -5,10 +5,11 @@ so a request handler, a sweeper or an importer feeds them alike.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Mapping
 from typing import Any, NamedTuple
 
-from marshmallow import Schema, ValidationError
+from marshmallow import Schema, ValidationError, missing
 
 from ..errors import Invalid
 from .events import MAX_COMPOSITE, SCHEMAS, START_ONLY
@@ -45,6 +46,19 @@ def invalid(errors: dict[str, list[str]], what: str = "request") -> Invalid:
     return Invalid(f"Invalid {what}: {first[0]}: {first[1][0]}{more}", errors)
 
 
+@functools.lru_cache(maxsize=256)
+def _narrowed(schema: Schema, present: frozenset[str]) -> Schema:
+    """``schema`` limited to the fields a body holds, and those it requires or fills
+    in: the same result and errors for that body. marshmallow visits every field of
+    a schema at each load, present or not, and a body holds few of them (a service
+    start 5 of 18): the load then costs half as much. Clients send a handful of
+    shapes; the cache keeps the most recent."""
+    needed = {name for name, field in schema.fields.items()
+              if field.required or field.load_default is not missing}
+    return type(schema)(only=tuple(name for name in schema.fields
+                                   if name in present or name in needed))
+
+
 def split(body: Mapping[str, Any], schema: Schema, *, allow: Iterable[str] = (),
           ignore: Iterable[str] = (), prefix: str = "") -> Input:
     """Split a body into (validated known fields, attached data).
@@ -68,7 +82,7 @@ def split(body: Mapping[str, Any], schema: Schema, *, allow: Iterable[str] = (),
         else:
             attached[key] = value
     try:
-        loaded = schema.load(known)
+        loaded = _narrowed(schema, frozenset(known)).load(known)
     except ValidationError as exc:
         errors.update(flatten(exc.messages, prefix.rstrip(".")))
         loaded = {}

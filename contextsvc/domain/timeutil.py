@@ -40,9 +40,8 @@ def parse(text: str) -> datetime:
 
 
 def format(value: datetime) -> str:  # noqa: A001 - mirrors parse()
-    value = value.astimezone(timezone.utc)
-    return (f"{value.year:04d}-{value.month:02d}-{value.day:02d}T{value.hour:02d}:"
-            f"{value.minute:02d}:{value.second:02d}.{value.microsecond // 1000:03d}Z")
+    # isoformat truncates to the millisecond and ends in "+00:00" in UTC
+    return value.astimezone(timezone.utc).isoformat(timespec="milliseconds")[:-6] + "Z"
 
 
 def normalize(text: str) -> str:

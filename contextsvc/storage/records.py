@@ -41,6 +41,10 @@ _KEYS = re.compile(rb'\{"service_id":[0-9]+,"customer_id":' + _STRING + rb',"con
 NO_KEYS: tuple[str, ...] = ()
 
 
+# json.dumps builds an encoder at each call when given any argument
+_encoder = json.JSONEncoder(ensure_ascii=True, separators=(",", ":"))
+
+
 def encode(doc: dict[str, Any]) -> bytes:
     """One line of JSON with the id and the index keys first. ensure_ascii: lone
     surrogates from JSON escapes survive the round trip."""
@@ -48,13 +52,12 @@ def encode(doc: dict[str, Any]) -> bytes:
     if doc.get(REQUESTS):
         ordered[KEY_LIST] = list(doc[REQUESTS])
     ordered.update(doc)
-    return json.dumps(ordered, ensure_ascii=True, separators=(",", ":")).encode("ascii")
+    return _encoder.encode(ordered).encode("ascii")
 
 
 def encode_store_doc(doc: dict[str, Any]) -> bytes:
     """The store's own document (id 0): its request records, nothing else."""
-    return json.dumps({REQUESTS: doc.get(REQUESTS, {})}, ensure_ascii=True,
-                      separators=(",", ":")).encode("ascii")
+    return _encoder.encode({REQUESTS: doc.get(REQUESTS, {})}).encode("ascii")
 
 
 def decode(body: bytes) -> dict[str, Any]:
