@@ -18,10 +18,11 @@ from typing import Any
 
 from flask import Flask, g, request
 
+from .request import RULE_ARGUMENT
+
 FORMAT = "[%(asctime)s] [%(process)d] [%(levelname)s] %(message)s"
 DATE_FORMAT = "%Y-%m-%d %H:%M:%S %z"
 PERSONAL = frozenset({"customer_id", "contact_key"})
-_ARG = re.compile(r"<(?:[^:<>]+:)?([^<>]+)>")
 
 access = logging.getLogger("contextsvc.access")
 
@@ -128,7 +129,7 @@ def logged_path() -> str:
         name = match.group(1)
         return f"<{name}>" if name in PERSONAL else str(values.get(name, match.group(0)))
 
-    return _ARG.sub(value, rule.rule)
+    return RULE_ARGUMENT.sub(value, rule.rule)
 
 
 def setup(app: Flask, level: str) -> None:

@@ -63,7 +63,8 @@ def body_value() -> Any:
     return value
 
 
-_ARGUMENT = re.compile(r"<(?:[^:<>]+:)?([^<>]+)>")
+# an argument of a route's rule (``<id:sid>``, ``<customer_id>``); group 1: its name
+RULE_ARGUMENT = re.compile(r"<(?:[^:<>]+:)?([^<>]+)>")
 
 
 def location(view: str, blueprint: str | None = None, **ids: int) -> dict[str, str]:
@@ -83,7 +84,7 @@ def location(view: str, blueprint: str | None = None, **ids: int) -> dict[str, s
     path = paths.get(endpoint)
     if path is None:
         rule = next(current_app.url_map.iter_rules(endpoint))
-        path = paths[endpoint] = _ARGUMENT.sub(r"{\1}", rule.rule)
+        path = paths[endpoint] = RULE_ARGUMENT.sub(r"{\1}", rule.rule)
     return {"Location": request.script_root
             + path.format_map({key: int(value) for key, value in ids.items()})}
 
