@@ -5,11 +5,13 @@ rendering, the OpenAPI document, the docs page and the journey page. It calls th
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 import flask
 from flask import Flask, Response
 from flask.json.provider import DefaultJSONProvider
+from werkzeug.routing import Rule
 
 from ..domain.timed import Clock, utc_now
 from . import (
@@ -54,8 +56,32 @@ class JSONProvider(DefaultJSONProvider):
         return encoder.encode(obj)
 
 
+class LazyRule(Rule):
+    """A URL rule that compiles its URL builders when a URL is first built from it.
+
+    werkzeug generates and compiles the Python code of two builders per rule as
+    the rule is added, about 1 ms per rule: nearly all of the time an app takes to
+    build (the API has over 80 rules) and so of each gunicorn worker's boot. Few
+    rules ever build a URL (the pages' assets; Location is built from the rule's
+    text, see :func:`.request.location`). The builders are werkzeug's own, only
+    made later; should a werkzeug version no longer call ``_compile_builder``,
+    its rules compile as before."""
+
+    def _compile_builder(self, append_unknown: bool = True) -> Callable[..., tuple[str, str]]:
+        compile_now = super()._compile_builder
+        name = "_build_unknown" if append_unknown else "_build"
+
+        def build(rule: Rule, *args: Any, **kwargs: Any) -> tuple[str, str]:
+            builder = compile_now(append_unknown).__get__(rule, None)
+            setattr(rule, name, builder)  # the next builds call it directly
+            return builder(*args, **kwargs)
+
+        return build
+
+
 class App(Flask):
     json_provider_class = JSONProvider
+    url_rule_class = LazyRule
 
     def make_default_options_response(self) -> Response:
         """An OPTIONS answer has no body, and so no Content-Type (Flask's would say
