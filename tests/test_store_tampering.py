@@ -222,23 +222,40 @@ def test_a_snapshot_of_the_live_file_never_sees_a_half_written_record(tmp_path):
     path = tmp_path / "db.json"
     client = make(path, fsync=False)
     sid = client.post("/services/start", json={"customer_id": "S"}).get_json()["service_id"]
-    stop = threading.Event()
+    stop, first = threading.Event(), threading.Event()
+    statuses = []
+    part = "x" * 60_000  # (a string's limit is 65,536 characters)
 
     def write():
         n = 0
         while not stop.is_set():
             n += 1
-            client.put(f"/services/{sid}/extensions/big", json="x" * 480_000 + str(n))
+            big = {"n": n, **{f"p{i}": part for i in range(8)}}  # 480 kB a write
+            statuses.append(client.put(f"/services/{sid}/extensions/big", json=big).status_code)
+            first.set()
+            # let the reader have the GIL: a thread that never waits keeps it for
+            # whole switch intervals, at each of the reader's many reads
+            stop.wait(0.002)
 
     writer = threading.Thread(target=write)
     writer.start()
     try:
+        assert first.wait(30)
+        seen, values = 0, set()
         for _ in range(60):
             with tinydb_snapshot(path) as db:
-                assert db.table("services").get(doc_id=sid)["customer_id"] == "S"
+                doc = db.table("services").get(doc_id=sid)
+            assert doc["customer_id"] == "S"
+            big = doc["data"]["big"]
+            assert big == {"n": big["n"], **{f"p{i}": part for i in range(8)}}  # whole
+            assert big["n"] >= seen  # and never older than one seen before
+            seen = big["n"]
+            values.add(seen)
     finally:
         stop.set()
         writer.join()
+    assert set(statuses) == {200}
+    assert len(values) >= 5  # the snapshots were taken during the writes
 
 
 # ------------------------------------------------------------------ a full disk
