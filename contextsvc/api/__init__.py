@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from types import FunctionType
 from typing import Any
 
 import flask
@@ -82,6 +83,21 @@ class LazyRule(Rule):
 class App(Flask):
     json_provider_class = JSONProvider
     url_rule_class = LazyRule
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._sync: dict[Callable[..., Any], Callable[..., Any]] = {}
+
+    def ensure_sync(self, func: Callable[..., Any]) -> Callable[..., Any]:
+        """Flask's, answered once per function: Flask asks it of the view and of each
+        before/after-request function at every request, and ``inspect``'s check
+        whether a function is a coroutine costs a few microseconds each time."""
+        if type(func) is not FunctionType:  # (a bound method is a new object each time)
+            return super().ensure_sync(func)
+        sync = self._sync.get(func)
+        if sync is None:
+            sync = self._sync[func] = super().ensure_sync(func)
+        return sync
 
     def make_default_options_response(self) -> Response:
         """An OPTIONS answer has no body, and so no Content-Type (Flask's would say

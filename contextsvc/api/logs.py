@@ -16,7 +16,7 @@ import sys
 import time
 from typing import Any
 
-from flask import Flask, g, request
+from flask import Flask, Request, g, request
 
 from .request import RULE_ARGUMENT
 
@@ -117,13 +117,13 @@ def write_line(logger: logging.Logger, level: int, message: str) -> None:
         handler.handleError(logger.makeRecord(logger.name, level, "", 0, message, (), None))
 
 
-def logged_path() -> str:
-    rule = request.url_rule
+def logged_path(sent: Request) -> str:
+    rule = sent.url_rule
     if rule is None:
         return "<unmatched>"  # the raw path may hold a customer id
     if "<" not in rule.rule:
         return rule.rule
-    values = request.view_args or {}
+    values = sent.view_args or {}
 
     def value(match: re.Match[str]) -> str:
         name = match.group(1)
@@ -147,17 +147,20 @@ def setup(app: Flask, level: str) -> None:
 
     @app.after_request
     def _log_request(response: Any) -> Any:
-        started = g.get("contextsvc_started")
+        # (each use of a werkzeug proxy, request or g, looks the object up again)
+        sent, values = request._get_current_object(), g._get_current_object()  # type: ignore[attr-defined]
+        started = values.get("contextsvc_started")
         duration = (time.perf_counter() - started) * 1000 if started else 0.0
-        quiet = (response.status_code < 400 and request.blueprint is not None
-                 and request.blueprint.removesuffix("_root") in QUIET)
+        blueprint = sent.blueprint
+        quiet = (response.status_code < 400 and blueprint is not None
+                 and blueprint.removesuffix("_root") in QUIET)
         level = logging.DEBUG if quiet else logging.INFO
         if not access.isEnabledFor(level):
             return response
         # who: the key's name (never its value) and, with tenants, the tenant
-        key, tenant = g.get("contextsvc_key"), g.get("contextsvc_tenant")
+        key, tenant = values.get("contextsvc_key"), values.get("contextsvc_tenant")
         who = ((f" key={key}" if key is not None else "")
                + (f" tenant={tenant}" if tenant is not None else ""))
-        write_line(access, level, f"{request.method} {logged_path()} "
+        write_line(access, level, f"{sent.method} {logged_path(sent)} "
                                   f"{response.status_code} {duration:.1f}ms{who}")
         return response

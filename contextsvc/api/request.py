@@ -76,7 +76,8 @@ def location(view: str, blueprint: str | None = None, **ids: int) -> dict[str, s
     string once: every write that creates something answers with one, and
     ``url_for`` costs as much as a tenth of a start-service. The values are ids
     (ints), which need no quoting."""
-    name = request.blueprint or ""
+    sent = request._get_current_object()  # type: ignore[attr-defined]
+    name = sent.blueprint or ""
     if blueprint is not None:
         name = blueprint + ("_root" if name.endswith("_root") else "")
     endpoint = f"{name}.{view}"
@@ -85,7 +86,7 @@ def location(view: str, blueprint: str | None = None, **ids: int) -> dict[str, s
     if path is None:
         rule = next(current_app.url_map.iter_rules(endpoint))
         path = paths[endpoint] = RULE_ARGUMENT.sub(r"{\1}", rule.rule)
-    return {"Location": request.script_root
+    return {"Location": sent.script_root
             + path.format_map({key: int(value) for key, value in ids.items()})}
 
 

@@ -19,8 +19,9 @@ bp = ApiBlueprint("services", __name__)
 @bp.operation("POST", "/services/start", "Start a service", role="write", status=201,
               body=events.ServiceStart, body_required=True, response="ServiceCreated")
 def start_service(body: dict[str, Any]) -> tuple[dict[str, int], dict[str, str]]:
-    event, now = inputs.service_start(body), g.store.clock()
-    return g.store.create_service(
+    store = g.store
+    event, now = inputs.service_start(body), store.clock()
+    return store.create_service(
         lambda sid: rules.new_service(sid, event, now),
         lambda doc, _: ({"service_id": doc["service_id"]},
                         location("get_service", sid=doc["service_id"])))

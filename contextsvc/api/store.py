@@ -82,16 +82,18 @@ def init_app(app: Flask, settings: dict[str, Any], clock: Clock) -> None:
 def resolve_store() -> None:
     """Before the view of an operation that works on a store: the one store it uses,
     as time makes it (expired services gone, idle ones completed: API.md 6.3)."""
-    stores: Stores = current_app.extensions["contextsvc.stores"]
+    extensions = current_app.extensions
+    stores: Stores = extensions["contextsvc.stores"]
     tenant = None
     if stores.tenants:
-        group = request.headers.get(GROUP_HEADER)
+        headers = request.headers
+        group = headers.get(GROUP_HEADER)
         if group is not None and len(group) > tenancy.MAX_GROUP_ID:
             raise Invalid(f"The {GROUP_HEADER} header is longer than "
                           f"{tenancy.MAX_GROUP_ID} characters")
-        tenant = stores.tenants.resolve(request.headers.get(TENANT_HEADER)).name
+        tenant = stores.tenants.resolve(headers.get(TENANT_HEADER)).name
         auth.check_tenant(tenant)
         g.contextsvc_tenant = tenant
-    policy, clock = current_app.extensions["contextsvc.time"]
+    policy, clock = extensions["contextsvc.time"]
     g.store = TimedStore(stores.get(tenant), policy, clock)
-    current_app.extensions["contextsvc.sweeper"].ensure_running()
+    extensions["contextsvc.sweeper"].ensure_running()
