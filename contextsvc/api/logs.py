@@ -148,7 +148,8 @@ def setup(app: Flask, level: str) -> None:
     @app.after_request
     def _log_request(response: Any) -> Any:
         # (each use of a werkzeug proxy, request or g, looks the object up again)
-        sent, values = request._get_current_object(), g._get_current_object()  # type: ignore[attr-defined]
+        sent = request._get_current_object()  # type: ignore[attr-defined]
+        values = g._get_current_object()  # type: ignore[attr-defined]
         started = values.get("contextsvc_started")
         duration = (time.perf_counter() - started) * 1000 if started else 0.0
         blueprint = sent.blueprint
