@@ -22,8 +22,10 @@ operator would after an import, so that no server starts it during a load. Then,
 
 The same run measures start-service on an empty store, the customer query on
 1,000 services and a bare Flask route that stores nothing (bench/bare.py), which
-the targets are ratios to. It also reports the CPU seconds the server used per
-request, which a machine busy with other work inflates less than throughput.
+the targets are ratios to, and the floor of a durable start-service
+(bench/floor.py), which splits the gap between the two. It also reports the CPU
+seconds the server used per request, which a machine busy with other work
+inflates less than throughput.
 """
 
 from __future__ import annotations
@@ -185,14 +187,26 @@ def measure_size(n: int, args: argparse.Namespace, workdir: str) -> dict:
     return row
 
 
-def measure_bare(args: argparse.Namespace) -> dict:
-    server = Server("bench.bare:app", {})
+def measure_bare(args: argparse.Namespace, app: str = "bench.bare:app",
+                 env: dict | None = None) -> dict:
+    server = Server(app, env or {})
     try:
         wrk(server.port, "start.lua", 2, args.connections, 1)
         return {"start": load(server, "start.lua", args.seconds, args.connections, 1),
                 "rss_mb": server.rss_mb()}
     finally:
         server.stop()
+
+
+def measure_floor(args: argparse.Namespace, workdir: str) -> dict:
+    """bench/floor.py: only what any durable start-service must do."""
+    path = os.path.join(workdir, "floor.log")
+    try:
+        return measure_bare(args, "bench.floor:app", {"FLOOR_PATH": path})
+    finally:
+        for name in (path, path + ".lock"):
+            if os.path.exists(name):
+                os.unlink(name)
 
 
 def median(rounds: list[dict]) -> dict:
@@ -210,7 +224,7 @@ def fmt(result: dict | None) -> str:
             f"{cpu}" + (f" ({bad} failed)" if bad else ""))
 
 
-def report(rows: list[dict], bare: dict, args: argparse.Namespace) -> None:
+def report(rows: list[dict], bare: dict, floor: dict, args: argparse.Namespace) -> None:
     load_avg = os.getloadavg()[0]
     print(f"\nmachine: {platform.machine()}, {os.cpu_count()} cores, "
           f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GB, Python "
@@ -225,6 +239,8 @@ def report(rows: list[dict], bare: dict, args: argparse.Namespace) -> None:
               f"{fmt(r.get('start'))} | {fmt(r.get('query'))} | {r['rss_mb']:6.0f}")
     print(f"{'bare flask':>9} | {'':>7} {'':>6} {'':>8} | {'':>5} {'':>9} | "
           f"{fmt(bare['start'])} | {fmt(None)} | {bare['rss_mb']:6.0f}")
+    print(f"{'floor':>9} | {'':>7} {'':>6} {'':>8} | {'':>5} {'':>9} | "
+          f"{fmt(floor['start'])} | {fmt(None)} | {floor['rss_mb']:6.0f}")
     refreshed = [r for r in rows if "refresh_s" in r]
     if refreshed:
         print("\ncontextsvc sweep --full after each import (the daily refresh, which reads "
@@ -279,6 +295,12 @@ def report(rows: list[dict], bare: dict, args: argparse.Namespace) -> None:
     for name, value, op, bound in checks:
         ok = value >= bound if op == ">=" else value <= bound
         print(f"{name:<56} {value:6.2f}  {op} {bound:<5} {'met' if ok else 'NOT MET'}")
+    # not targets: how the gap to the bare route splits (see bench/floor.py)
+    print(f"{'start: floor (durable, nothing else) / bare flask':<56} "
+          f"{floor['start']['rps'] / bare['start']['rps']:6.2f}")
+    if 0 in by:
+        print(f"{'start, empty store: contextsvc / floor':<56} "
+              f"{by[0]['start']['rps'] / floor['start']['rps']:6.2f}")
 
 
 def main() -> None:
@@ -290,7 +312,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=10, help="seconds per load")
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--rounds", type=int, default=3,
-                        help="rounds of bare Flask and the empty store, taking turns (medians)")
+                        help="rounds of bare Flask, the floor and the empty store, taking "
+                             "turns (medians)")
     parser.add_argument("--no-compaction", dest="compaction", action="store_false",
                         help="skip the loads during a compaction")
     parser.add_argument("--compaction-limit", type=float, default=300,
@@ -300,29 +323,32 @@ def main() -> None:
     args = parser.parse_args()
     sizes = [1000] + [int(s) for s in args.sizes.split(",") if s]
     workdir = tempfile.mkdtemp(prefix="bench-scale-", dir=args.workdir)
-    rows, bares, empties = [], [], []
+    rows, bares, floors, empties = [], [], [], []
     try:
-        # the bare route and the empty store take turns: the ratio of their medians
+        # the bare route, the floor and the empty store take turns: the ratios of
+        # their medians
         for _ in range(args.rounds):
             bares.append(measure_bare(args))
+            floors.append(measure_floor(args, workdir))
             empties.append(measure_size(0, args, workdir))
-        print(f"  bare flask and the empty store measured ({args.rounds} rounds each)",
-              file=sys.stderr, flush=True)
+        print(f"  bare flask, the floor and the empty store measured ({args.rounds} rounds "
+              "each)", file=sys.stderr, flush=True)
         for n in sizes:
             rows.append(measure_size(n, args, workdir))
             print(f"  {n:,} services measured", file=sys.stderr, flush=True)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-    bare, empty = median(bares), median(empties)
+    bare, floor, empty = median(bares), median(floors), median(empties)
     if args.json:
         with open(args.json, "w") as out:
-            json.dump({"rows": rows, "bares": bares, "empties": empties}, out, indent=1)
-    report([empty, *rows], bare, args)
+            json.dump({"rows": rows, "bares": bares, "floors": floors, "empties": empties},
+                      out, indent=1)
+    report([empty, *rows], bare, floor, args)
     def per_round(rounds: list[dict]) -> str:
         return ", ".join(str(round(r["start"]["rps"])) for r in rounds)
 
-    print(f"\nstart-service req/s per round: bare flask {per_round(bares)}; empty store "
-          f"{per_round(empties)}")
+    print(f"\nstart-service req/s per round: bare flask {per_round(bares)}; floor "
+          f"{per_round(floors)}; empty store {per_round(empties)}")
 
 
 if __name__ == "__main__":
