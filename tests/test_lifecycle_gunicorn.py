@@ -5,7 +5,10 @@ every process in the middle of a sweep."""
 import http.client
 import os
 import re
+import shutil
 import signal
+import subprocess
+import sys
 import threading
 import time
 from datetime import datetime, timezone
@@ -15,6 +18,8 @@ import pytest
 from contextsvc import create_app
 from contextsvc.storage import tinydb_snapshot
 from tests.gunicorn_server import Server
+
+COMMAND = shutil.which("contextsvc", path=os.path.dirname(sys.executable))
 
 LIFECYCLE = {"CONTEXTSVC_LIFECYCLE_SWEEP_INTERVAL": "1s",
              "CONTEXTSVC_LIFECYCLE_AUTO_COMPLETE_AFTER": "1s",
@@ -103,10 +108,12 @@ def test_sigkill_during_a_sweep_loses_no_acknowledged_write(tmp_path):
             time.sleep(0.05)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:  # until a sweep is under way
-            with tinydb_snapshot(path) as db:
-                if len(db.table("services").search(lambda d: d["customer_id"] == "OLD")) < 3000:
-                    break
+            at_kill = old_on_disk(path)
+            if at_kill < 3000:
+                break
             time.sleep(0.05)
+        else:
+            raise AssertionError("no sweep got under way within 30 s")
         os.killpg(server.proc.pid, signal.SIGKILL)  # master and every worker
         server.proc.wait()
     finally:
@@ -119,3 +126,15 @@ def test_sigkill_during_a_sweep_loses_no_acknowledged_write(tmp_path):
     listed = {s["service_id"] for s in client.get("/customers/NEW/services").get_json()}
     assert set(acked) <= listed
     assert client.get("/customers/OLD/services").get_json() == []
+    # the batches swept before the kill stay swept, and a sweep removes the rest
+    assert old_on_disk(path) <= at_kill
+    env = {**os.environ, "CONTEXTSVC_STORAGE_PATH": str(path)}
+    env.pop("CONTEXTSVC_CONFIG", None)
+    subprocess.run([COMMAND, "sweep"], env=env, check=True, capture_output=True, timeout=60)
+    assert old_on_disk(path) == 0
+
+
+def old_on_disk(path) -> int:
+    """The services of customer OLD in the data file, expired or not."""
+    with tinydb_snapshot(path) as db:
+        return len(db.table("services").search(lambda d: d.get("customer_id") == "OLD"))
