@@ -110,10 +110,16 @@ def test_every_post_honours_the_key(client, path, body):
     assert after.get_json() == before.get_json()  # nothing changed
     assert after.headers["ETag"] == before.headers["ETag"]
     assert client.get(f"{B}/customers/C/services").get_json() == services
-    other = client.post(path + "x" if "purge" not in path else path, json={"other": 1},
-                        headers=key("p"))
-    assert other.status_code in (404, 422)  # another path or body: never the first answer
-    if "purge" not in path:
+    # the same key on another route, or with another body: never the first answer
+    elsewhere = f"{B}/services/{sid}/" + ("states/start" if path.endswith("/tasks/start")
+                                          else "tasks/start")
+    other = client.post(elsewhere, json=body, headers=key("p"))
+    assert other.status_code == 422, other.get_json()
+    assert other.get_json()["exception"] == "IdempotencyKeyMismatch"
+    if "purge" in path:
+        other = client.post(path, json={"other": 1}, headers=key("p"))
+        assert other.get_json()["exception"] == "IdempotencyKeyMismatch"
+    else:
         assert client.post(path, json={**body, "other": 1},
                            headers=key("p")).get_json()["exception"] == "IdempotencyKeyMismatch"
 
