@@ -77,6 +77,12 @@ class Writers:
             thread.start()
 
     def _run(self, t: int) -> None:
+        try:
+            self._write(t)
+        except Exception as exc:  # noqa: BLE001 - a refusal too (a worker gone, say)
+            self.refused.append((0, exc))
+
+    def _write(self, t: int) -> None:
         mine: list[int] = []
         pool = mine if self.targets is None else self.targets[t::self.threads]
         i = 0

@@ -11,6 +11,7 @@ import shutil
 import subprocess
 import sys
 import threading
+import time
 from datetime import timedelta
 
 import pytest
@@ -367,24 +368,34 @@ def test_the_demo_loads_into_a_running_server_while_it_takes_writes(tmp_path):
     try:
         before = server.request("POST", f"{B}/services/start", {"customer_id": "ABC1234"})
         assert before[0] == 201
-        written, stop = [], threading.Event()
+        written, answers, failed, stop = [], [], [], threading.Event()
 
         def writer():
-            while not stop.is_set():
-                status, body, _ = server.request("POST", f"{B}/services/start",
-                                                 {"contact_key": "408-555-0199"})
-                assert status == 201
-                written.append(body["service_id"])
+            # (an assertion failing in a thread would only end the thread)
+            try:
+                while not stop.is_set():
+                    status, body, _ = server.request("POST", f"{B}/services/start",
+                                                     {"contact_key": "408-555-0199"})
+                    answers.append((time.monotonic(), status))
+                    if status == 201:
+                        written.append(body["service_id"])
+            except Exception as exc:  # noqa: BLE001 - reported below
+                failed.append(exc)
 
         thread = threading.Thread(target=writer)
         thread.start()
         try:
+            began = time.monotonic()
             result = demo(db, "--url", f"http://127.0.0.1:{server.port}{B}")
+            ended = time.monotonic()
         finally:
             stop.set()
             thread.join()
         out = summary(result)
-        assert written  # the command starts in hundreds of milliseconds: writes overlap
+        assert not failed
+        assert [status for _, status in answers if status != 201] == []
+        # the command starts in hundreds of milliseconds: writes overlap its loading
+        assert any(began < at < ended for at, _ in answers)
 
         # the printed lookups, against the server
         for url in out["lookups"]:

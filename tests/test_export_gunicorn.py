@@ -66,11 +66,14 @@ class Starters:
 
     def _run(self, n):
         i = 0
-        while not self.stop.is_set():
-            i += 1
-            status, body, _ = self.server.request("POST", f"{B}/services/start", {
-                "customer_id": f"live-{n}-{i}", "contact_key": "live", "pad": "x" * 200})
-            self.answers.append((status, body))
+        try:
+            while not self.stop.is_set():
+                i += 1
+                status, body, _ = self.server.request("POST", f"{B}/services/start", {
+                    "customer_id": f"live-{n}-{i}", "contact_key": "live", "pad": "x" * 200})
+                self.answers.append((status, body))
+        except Exception as exc:  # noqa: BLE001 - kept as an answer, which finish() fails
+            self.answers.append((0, exc))
 
     def count(self):
         return len(self.answers)
