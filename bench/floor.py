@@ -75,9 +75,9 @@ def start_service() -> Response:
     mine = _flushes["appended"]
     if FSYNC:
         time.sleep(0)  # under gevent: the ready greenlets append first, one flush for all
-    if FSYNC and _flushes["synced"] < mine:
-        covered = _flushes["appended"]
-        os.fdatasync(data_fd)
-        _flushes["synced"] = max(_flushes["synced"], covered)
+        if _flushes["synced"] < mine:
+            covered = _flushes["appended"]
+            os.fdatasync(data_fd)
+            _flushes["synced"] = max(_flushes["synced"], covered)
     return Response(json.dumps({"service_id": sid}), 201,
                     {"Location": f"/genesys/1/cs/services/{sid}"}, mimetype="application/json")
