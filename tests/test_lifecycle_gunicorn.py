@@ -5,10 +5,7 @@ every process in the middle of a sweep."""
 import http.client
 import os
 import re
-import shutil
 import signal
-import subprocess
-import sys
 import threading
 import time
 from datetime import datetime, timezone
@@ -17,9 +14,8 @@ import pytest
 
 from contextsvc import create_app
 from contextsvc.storage import tinydb_snapshot
+from tests.commands import contextsvc, figures
 from tests.gunicorn_server import Server
-
-COMMAND = shutil.which("contextsvc", path=os.path.dirname(sys.executable))
 
 LIFECYCLE = {"CONTEXTSVC_LIFECYCLE_SWEEP_INTERVAL": "1s",
              "CONTEXTSVC_LIFECYCLE_AUTO_COMPLETE_AFTER": "1s",
@@ -128,9 +124,7 @@ def test_sigkill_during_a_sweep_loses_no_acknowledged_write(tmp_path):
     assert client.get("/customers/OLD/services").get_json() == []
     # the batches swept before the kill stay swept, and a sweep removes the rest
     assert old_on_disk(path) <= at_kill
-    env = {**os.environ, "CONTEXTSVC_STORAGE_PATH": str(path)}
-    env.pop("CONTEXTSVC_CONFIG", None)
-    subprocess.run([COMMAND, "sweep"], env=env, check=True, capture_output=True, timeout=60)
+    figures(contextsvc("sweep", path=path))
     assert old_on_disk(path) == 0
 
 
